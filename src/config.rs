@@ -1,0 +1,343 @@
+//! Configuration: read once from the environment into typed settings, every problem reported as
+//! one line naming its variable. Secrets are never printed, not even by `Debug`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use crate::verify::Verifier;
+
+pub const SIGNING_SECRET: &str = "CLERK_WEBHOOK_SIGNING_SECRET";
+pub const COSMOS_ENDPOINT: &str = "COSMOS_ENDPOINT";
+pub const COSMOS_CONNECTION_STRING: &str = "COSMOS_CONNECTION_STRING";
+pub const AZURE_CLIENT_ID: &str = "AZURE_CLIENT_ID";
+pub const COSMOS_DATABASE_NAME: &str = "COSMOS_DATABASE_NAME";
+pub const COSMOS_CONTAINER_NAME: &str = "COSMOS_CONTAINER_NAME";
+pub const LOCAL_STORE_PATH: &str = "LOCAL_STORE_PATH";
+pub const TOMBSTONE_TTL_DAYS: &str = "TOMBSTONE_TTL_DAYS";
+pub const LOG_FORMAT: &str = "LOG_FORMAT";
+pub const CUSTOM_HANDLER_PORT: &str = "FUNCTIONS_CUSTOMHANDLER_PORT";
+/// Set by App Service on every Azure instance.
+pub const WEBSITE_INSTANCE_ID: &str = "WEBSITE_INSTANCE_ID";
+
+pub const DEFAULT_PORT: u16 = 7071;
+pub const DEFAULT_BIND: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const DEFAULT_DATABASE: &str = "clerk";
+const DEFAULT_CONTAINER: &str = "users";
+const DEFAULT_LOCAL_STORE_PATH: &str = ".data/clerk-users.sqlite3";
+const DEFAULT_TOMBSTONE_TTL_DAYS: u32 = 30;
+/// Cosmos DB's per-item `ttl` is a 32-bit count of seconds.
+const MAX_TOMBSTONE_TTL_DAYS: u32 = (i32::MAX as u32) / 86_400;
+const KEY_VAULT_REFERENCE: &str = "@Microsoft.KeyVault(";
+
+/// One configuration problem, printed as one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}: {problem}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub problem: String,
+}
+
+/// All configuration problems found at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A value that must never reach a log or a `Debug` print.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// Where users are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSettings {
+    Cosmos(CosmosSettings),
+    Local { path: PathBuf },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CosmosSettings {
+    pub auth: CosmosAuth,
+    pub database: String,
+    pub container: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CosmosAuth {
+    /// `COSMOS_ENDPOINT`: an Entra ID token, from the managed identity in Azure (user-assigned
+    /// when `client_id` is set) or from developer tools elsewhere.
+    Identity {
+        endpoint: String,
+        client_id: Option<String>,
+    },
+    /// `COSMOS_CONNECTION_STRING`: an account key, for the emulator and development.
+    Key { endpoint: String, key: Secret },
+}
+
+/// What every command needs: the store and how to log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub store: StoreSettings,
+    pub tombstone_ttl_seconds: u32,
+    pub log_format: LogFormat,
+}
+
+/// What serving needs on top of `Settings`.
+#[derive(Debug)]
+pub struct ServeSettings {
+    pub verifier: Verifier,
+    pub port: u16,
+    pub bind: IpAddr,
+}
+
+/// The process environment, where an empty value counts as unset.
+#[derive(Clone, Default)]
+pub struct Env(HashMap<String, String>);
+
+impl Env {
+    pub fn from_process() -> Self {
+        std::env::vars().collect()
+    }
+
+    /// The value of `variable`, refusing a Key Vault reference that App Service did not resolve.
+    fn get(&self, variable: &'static str) -> Result<Option<&str>, ConfigError> {
+        match self.0.get(variable).map(|v| v.trim()) {
+            None | Some("") => Ok(None),
+            Some(value) if value.starts_with(KEY_VAULT_REFERENCE) => Err(ConfigError {
+                variable,
+                problem: "is an unresolved Key Vault reference; grant the app's identity \
+                          'Key Vault Secrets User' on the vault and check the secret URI"
+                    .into(),
+            }),
+            Some(value) => Ok(Some(value)),
+        }
+    }
+
+    pub fn is_azure(&self) -> bool {
+        matches!(self.get(WEBSITE_INSTANCE_ID), Ok(Some(_)))
+    }
+}
+
+impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Env {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        Self(
+            iter.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
+    }
+}
+
+/// Collects problems so that all of them are reported together.
+#[derive(Default)]
+struct Problems(Vec<ConfigError>);
+
+impl Problems {
+    fn take<T>(&mut self, result: Result<T, ConfigError>) -> Option<T> {
+        result.map_err(|e| self.0.push(e)).ok()
+    }
+
+    fn finish<T>(self, value: impl FnOnce() -> T) -> Result<T, ConfigErrors> {
+        if self.0.is_empty() {
+            Ok(value())
+        } else {
+            Err(ConfigErrors(self.0))
+        }
+    }
+}
+
+impl Settings {
+    pub fn load(env: &Env) -> Result<Self, ConfigErrors> {
+        let mut problems = Problems::default();
+        let store = problems.take(store_settings(env));
+        let ttl_days = problems.take(tombstone_ttl_days(env));
+        let log_format = problems.take(log_format(env));
+        problems.finish(|| Settings {
+            store: store.expect("no problem means a value"),
+            tombstone_ttl_seconds: ttl_days.expect("no problem means a value") * 86_400,
+            log_format: log_format.expect("no problem means a value"),
+        })
+    }
+}
+
+impl ServeSettings {
+    /// `FUNCTIONS_CUSTOMHANDLER_PORT` (set by the Functions host) wins over `--port`.
+    pub fn load(
+        env: &Env,
+        cli_port: Option<u16>,
+        bind: Option<IpAddr>,
+    ) -> Result<Self, ConfigErrors> {
+        let mut problems = Problems::default();
+        let verifier = problems.take(verifier(env));
+        let port = problems.take(host_port(env));
+        problems.finish(|| ServeSettings {
+            verifier: verifier.expect("no problem means a value"),
+            port: port.flatten().or(cli_port).unwrap_or(DEFAULT_PORT),
+            bind: bind.unwrap_or(DEFAULT_BIND),
+        })
+    }
+}
+
+fn verifier(env: &Env) -> Result<Verifier, ConfigError> {
+    let secrets = env.get(SIGNING_SECRET)?.ok_or_else(|| ConfigError {
+        variable: SIGNING_SECRET,
+        problem: "is not set; copy the signing secret (whsec_...) from the Clerk dashboard's \
+                  webhook endpoint"
+            .into(),
+    })?;
+    Verifier::from_secrets(secrets).map_err(|problem| ConfigError {
+        variable: SIGNING_SECRET,
+        problem,
+    })
+}
+
+fn host_port(env: &Env) -> Result<Option<u16>, ConfigError> {
+    env.get(CUSTOM_HANDLER_PORT)?
+        .map(|port| {
+            port.parse::<u16>().map_err(|_| ConfigError {
+                variable: CUSTOM_HANDLER_PORT,
+                problem: format!("is not a port number: {port:?}"),
+            })
+        })
+        .transpose()
+}
+
+fn store_settings(env: &Env) -> Result<StoreSettings, ConfigError> {
+    let endpoint = env.get(COSMOS_ENDPOINT)?;
+    let connection_string = env.get(COSMOS_CONNECTION_STRING)?;
+    let auth = match (endpoint, connection_string) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError {
+                variable: COSMOS_CONNECTION_STRING,
+                problem: format!(
+                    "is set together with {COSMOS_ENDPOINT}; set only one (the endpoint for \
+                     Entra ID, the connection string for key auth)"
+                ),
+            });
+        }
+        (Some(endpoint), None) => CosmosAuth::Identity {
+            endpoint: cosmos_endpoint(COSMOS_ENDPOINT, endpoint)?,
+            client_id: env.get(AZURE_CLIENT_ID)?.map(str::to_owned),
+        },
+        (None, Some(connection_string)) => parse_connection_string(connection_string)?,
+        (None, None) => {
+            if env.is_azure() {
+                return Err(ConfigError {
+                    variable: COSMOS_ENDPOINT,
+                    problem: format!(
+                        "is not set, and {WEBSITE_INSTANCE_ID} says this runs in Azure, where a \
+                         local store on the instance's disk would silently lose users"
+                    ),
+                });
+            }
+            let path = env
+                .get(LOCAL_STORE_PATH)?
+                .unwrap_or(DEFAULT_LOCAL_STORE_PATH);
+            return Ok(StoreSettings::Local { path: path.into() });
+        }
+    };
+    Ok(StoreSettings::Cosmos(CosmosSettings {
+        auth,
+        database: env
+            .get(COSMOS_DATABASE_NAME)?
+            .unwrap_or(DEFAULT_DATABASE)
+            .to_owned(),
+        container: env
+            .get(COSMOS_CONTAINER_NAME)?
+            .unwrap_or(DEFAULT_CONTAINER)
+            .to_owned(),
+    }))
+}
+
+fn cosmos_endpoint(variable: &'static str, endpoint: &str) -> Result<String, ConfigError> {
+    let scheme_ok = endpoint.starts_with("https://") || endpoint.starts_with("http://");
+    if !scheme_ok || endpoint.len() <= "https://".len() {
+        return Err(ConfigError {
+            variable,
+            problem: format!(
+                "is not an account endpoint such as https://<account>.documents.azure.com:443/: \
+                 {endpoint:?}"
+            ),
+        });
+    }
+    Ok(endpoint.to_owned())
+}
+
+/// `AccountEndpoint=...;AccountKey=...;` as the portal and the emulator print it.
+fn parse_connection_string(value: &str) -> Result<CosmosAuth, ConfigError> {
+    let mut endpoint = None;
+    let mut key = None;
+    for part in value.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('=') {
+            Some((name, v)) if name.eq_ignore_ascii_case("AccountEndpoint") => endpoint = Some(v),
+            Some((name, v)) if name.eq_ignore_ascii_case("AccountKey") => key = Some(v),
+            _ => {}
+        }
+    }
+    let missing = |what: &str| ConfigError {
+        variable: COSMOS_CONNECTION_STRING,
+        problem: format!("has no {what}; expected AccountEndpoint=...;AccountKey=...;"),
+    };
+    let endpoint = endpoint.ok_or_else(|| missing("AccountEndpoint"))?;
+    let key = key
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| missing("AccountKey"))?;
+    Ok(CosmosAuth::Key {
+        endpoint: cosmos_endpoint(COSMOS_CONNECTION_STRING, endpoint)?,
+        key: Secret(key.to_owned()),
+    })
+}
+
+fn tombstone_ttl_days(env: &Env) -> Result<u32, ConfigError> {
+    let Some(days) = env.get(TOMBSTONE_TTL_DAYS)? else {
+        return Ok(DEFAULT_TOMBSTONE_TTL_DAYS);
+    };
+    match days.parse::<u32>() {
+        Ok(days) if (1..=MAX_TOMBSTONE_TTL_DAYS).contains(&days) => Ok(days),
+        _ => Err(ConfigError {
+            variable: TOMBSTONE_TTL_DAYS,
+            problem: format!(
+                "must be a whole number of days from 1 to {MAX_TOMBSTONE_TTL_DAYS}, not {days:?}"
+            ),
+        }),
+    }
+}
+
+fn log_format(env: &Env) -> Result<LogFormat, ConfigError> {
+    match env.get(LOG_FORMAT)? {
+        None if env.is_azure() => Ok(LogFormat::Json),
+        None => Ok(LogFormat::Text),
+        Some(f) if f.eq_ignore_ascii_case("json") => Ok(LogFormat::Json),
+        Some(f) if f.eq_ignore_ascii_case("text") => Ok(LogFormat::Text),
+        Some(other) => Err(ConfigError {
+            variable: LOG_FORMAT,
+            problem: format!("must be json or text, not {other:?}"),
+        }),
+    }
+}

@@ -1,0 +1,173 @@
+//! The HTTP surface the Functions host forwards to: readiness on `/`, deliveries on
+//! `/api/ClerkWebhook`, a JSON status for everything else.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::json;
+use tokio::time::{Instant, timeout_at};
+
+use crate::apply::{self, Outcome};
+use crate::clerk::ClerkEvent;
+use crate::error::ApiError;
+use crate::store::{RequestCharge, Store};
+use crate::sync::UserEvent;
+use crate::verify::Verifier;
+
+pub const WEBHOOK_PATH: &str = "/api/ClerkWebhook";
+/// Clerk's user payloads are a few KiB; 1 MiB leaves room and bounds what a sender can make us
+/// buffer.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+/// Svix waits 15 s; answering within 10 s leaves it time to receive the answer. The last second
+/// is margin for writing the response.
+const DEADLINE: Duration = Duration::from_secs(9);
+
+pub struct AppState {
+    pub verifier: Verifier,
+    pub store: Arc<dyn Store>,
+    pub tombstone_ttl_seconds: u32,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(ready))
+        .route(WEBHOOK_PATH, post(webhook))
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .fallback(|| async { ApiError::NotFound })
+        .with_state(state)
+}
+
+/// The host polls this until it answers; it never waits on the store.
+async fn ready() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ready" }))
+}
+
+/// What a delivery ended in when it was accepted (any 2xx).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Accepted {
+    Stored(Outcome),
+    /// An event type the handler does not handle.
+    Ignored,
+}
+
+/// Facts about one delivery, gathered as it is handled and logged once at the end. Never the
+/// body, a name or an email.
+#[derive(Default)]
+struct DeliveryLog {
+    event_id: Option<String>,
+    event_type: Option<String>,
+    user_id: Option<String>,
+    request_charge: RequestCharge,
+    round_trips: u32,
+}
+
+async fn webhook(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let mut log = DeliveryLog::default();
+    let result = deliver(&state, &headers, body, started + DEADLINE, &mut log).await;
+    let (status, outcome) = match &result {
+        Ok(Accepted::Stored(Outcome::Applied)) => (StatusCode::OK, "applied".to_owned()),
+        Ok(Accepted::Stored(Outcome::Skipped(reason))) => {
+            (StatusCode::OK, format!("skipped_{}", reason.as_str()))
+        }
+        Ok(Accepted::Ignored) => (StatusCode::OK, "ignored".to_owned()),
+        Err(error) => (error.status(), format!("refused: {error}")),
+    };
+    tracing::info!(
+        event_id = log.event_id.as_deref(),
+        event_type = log.event_type.as_deref(),
+        user_id = log.user_id.as_deref(),
+        outcome,
+        status = status.as_u16(),
+        latency_ms = started.elapsed().as_millis() as u64,
+        request_charge = log.request_charge.0,
+        round_trips = log.round_trips,
+        "delivery"
+    );
+    match result {
+        Ok(accepted) => (status, Json(accepted_body(accepted))).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+fn accepted_body(accepted: Accepted) -> serde_json::Value {
+    match accepted {
+        Accepted::Stored(Outcome::Applied) => json!({ "status": "applied" }),
+        Accepted::Stored(Outcome::Skipped(reason)) => {
+            json!({ "status": "skipped", "reason": reason.as_str() })
+        }
+        Accepted::Ignored => json!({ "status": "ignored" }),
+    }
+}
+
+async fn deliver(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    deadline: Instant,
+    log: &mut DeliveryLog,
+) -> Result<Accepted, ApiError> {
+    let body = read_body(headers, body, deadline).await?;
+    let event_id =
+        state
+            .verifier
+            .verify(headers, &body)
+            .map_err(|e| match e.is_unauthorized() {
+                true => ApiError::Unauthorized(e.to_string()),
+                false => ApiError::BadRequest(e.to_string()),
+            })?;
+    log.event_id = Some(event_id.clone());
+    let (event_type, event) =
+        ClerkEvent::parse(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    log.event_type = Some(event_type);
+    let Some(event) = UserEvent::from_clerk(&event) else {
+        return Ok(Accepted::Ignored);
+    };
+    log.user_id = Some(event.user_id().to_string());
+
+    let applying = apply::apply(
+        state.store.as_ref(),
+        event,
+        &event_id,
+        state.tombstone_ttl_seconds,
+    );
+    let report = timeout_at(deadline, applying)
+        .await
+        .map_err(|_| ApiError::Unavailable {
+            reason: "store did not answer in time".into(),
+            retry_after: None,
+        })??;
+    log.request_charge = report.request_charge;
+    log.round_trips = report.round_trips;
+    Ok(Accepted::Stored(report.outcome))
+}
+
+/// The exact bytes received, at most `BODY_LIMIT` of them.
+async fn read_body(headers: &HeaderMap, body: Body, deadline: Instant) -> Result<Bytes, ApiError> {
+    let too_large = ApiError::PayloadTooLarge { limit: BODY_LIMIT };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > BODY_LIMIT as u64) {
+        return Err(too_large);
+    }
+    let collected = timeout_at(deadline, Limited::new(body, BODY_LIMIT).collect())
+        .await
+        .map_err(|_| ApiError::RequestTimeout)?;
+    match collected {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large),
+        Err(e) => Err(ApiError::BadRequest(format!(
+            "could not read the body: {e}"
+        ))),
+    }
+}

@@ -1,0 +1,88 @@
+//! The `handler` binary: parse the command line and configuration, then serve or answer a
+//! `users` command.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use handler::cli::{Cli, Command, ServeArgs, UsersCommand};
+use handler::config::{ConfigErrors, Env, ServeSettings, Settings};
+use handler::startup;
+use handler::telemetry::{self, Target};
+use handler::users::{self, UsersError};
+
+/// Exit status for configuration refused at startup.
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env = Env::from_process();
+    match cli.command {
+        None => serve(&env, cli.serve),
+        Some(Command::Serve(args)) => serve(&env, args),
+        Some(Command::Users(command)) => run_users(&env, command),
+    }
+}
+
+fn serve(env: &Env, args: ServeArgs) -> ExitCode {
+    let loaded = (
+        Settings::load(env),
+        ServeSettings::load(env, args.port, args.bind),
+    );
+    let (settings, serve) = match loaded {
+        (Ok(settings), Ok(serve)) => (settings, serve),
+        (settings, serve) => {
+            let problems = [settings.err(), serve.err()]
+                .into_iter()
+                .flatten()
+                .flat_map(|errors| errors.0);
+            return refuse(&ConfigErrors(problems.collect()));
+        }
+    };
+    telemetry::init(settings.log_format, Target::Stdout, "info");
+    run(startup::serve(settings, serve)).map_or_else(report, |()| ExitCode::SUCCESS)
+}
+
+fn run_users(env: &Env, command: UsersCommand) -> ExitCode {
+    let settings = match Settings::load(env) {
+        Ok(settings) => settings,
+        Err(errors) => return refuse(&errors),
+    };
+    telemetry::init(settings.log_format, Target::Stderr, "warn");
+    let outcome = run(async {
+        let store = startup::open_store(&settings.store)?;
+        let mut stdout = std::io::stdout().lock();
+        let result = match command {
+            UsersCommand::Get { id } => users::get(store.as_ref(), &id, &mut stdout).await,
+            UsersCommand::List => users::list(store.as_ref(), &mut stdout).await,
+        };
+        Ok::<_, anyhow::Error>(result)
+    });
+    match outcome {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(UsersError::NotFound(id))) => {
+            eprintln!("handler: no user {id} (missing or deleted)");
+            ExitCode::FAILURE
+        }
+        Ok(Err(other)) => report(other.into()),
+        Err(error) => report(error),
+    }
+}
+
+fn run<T>(work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(work)
+}
+
+fn refuse(errors: &ConfigErrors) -> ExitCode {
+    for problem in &errors.0 {
+        eprintln!("handler: configuration: {problem}");
+    }
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn report(error: anyhow::Error) -> ExitCode {
+    eprintln!("handler: {error:#}");
+    ExitCode::FAILURE
+}

@@ -1,0 +1,72 @@
+//! Builds the application from settings and serves it until Ctrl-C or SIGTERM, letting
+//! in-flight deliveries finish.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+
+use crate::config::{ServeSettings, Settings, StoreSettings};
+use crate::http::{self, AppState};
+use crate::store;
+
+pub async fn serve(settings: Settings, serve: ServeSettings) -> anyhow::Result<()> {
+    let store = open_store(&settings.store)?;
+    let state = Arc::new(AppState {
+        verifier: serve.verifier,
+        store,
+        tombstone_ttl_seconds: settings.tombstone_ttl_seconds,
+    });
+    let address = SocketAddr::new(serve.bind, serve.port);
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))?;
+    tracing::info!(%address, path = http::WEBHOOK_PATH, "listening");
+    axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Opens the configured store, saying once when it is the local development store.
+pub fn open_store(settings: &StoreSettings) -> anyhow::Result<Arc<dyn store::Store>> {
+    if let StoreSettings::Local { path } = settings {
+        tracing::warn!(
+            path = %std::path::absolute(path).unwrap_or_else(|_| path.clone()).display(),
+            "no Cosmos DB setting (COSMOS_ENDPOINT or COSMOS_CONNECTION_STRING): keeping users in \
+             the embedded local store, for development only"
+        );
+    }
+    store::open(settings).context("cannot open the store")
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing deliveries in flight");
+}

@@ -1,0 +1,113 @@
+//! Storage: one small trait over "read an item by id" and "write it if nothing changed since".
+//!
+//! Both implementations keep the same items (user documents and tombstones, see `document`) and
+//! the same semantics: point reads by id, conditional writes, tombstones that expire by their
+//! `ttl` and read as absent once expired.
+
+use std::fmt;
+use std::ops::AddAssign;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::config::StoreSettings;
+use crate::document::Document;
+use crate::user_id::UserId;
+
+pub mod cosmos;
+pub mod local;
+
+/// An opaque version of a stored item; it changes on every write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ETag(pub String);
+
+/// An item as read, with the version a conditional write must match.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stored {
+    /// The item without any store-specific system properties.
+    pub document: Document,
+    pub etag: ETag,
+}
+
+/// The state a write expects to replace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Condition {
+    /// Create: nothing (or only an expired tombstone) is stored under this id.
+    Absent,
+    /// Replace: the stored item still has this version.
+    Matches(ETag),
+}
+
+impl Condition {
+    pub fn for_replacing(stored: Option<&Stored>) -> Self {
+        stored.map_or(Self::Absent, |stored| Self::Matches(stored.etag.clone()))
+    }
+}
+
+/// What the store charged for an operation, in Cosmos request units (zero for the local store).
+#[derive(Clone, Copy, Debug, Default, PartialEq, PartialOrd)]
+pub struct RequestCharge(pub f64);
+
+impl AddAssign for RequestCharge {
+    fn add_assign(&mut self, other: Self) {
+        self.0 += other.0;
+    }
+}
+
+impl fmt::Display for RequestCharge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:.2}", self.0)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The condition did not hold: someone else wrote first. Re-read and decide again.
+    #[error("the item changed since it was read")]
+    ConditionFailed,
+    /// Throttled, unreachable, timing out, or no credential: worth retrying later.
+    #[error("store unavailable: {reason}")]
+    Unavailable {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// The store rejected the request in a way a retry will not fix: a bug on our side.
+    #[error("store rejected the request: {0}")]
+    Rejected(String),
+}
+
+impl StoreError {
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        Self::Unavailable {
+            reason: reason.into(),
+            retry_after: None,
+        }
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The item stored under `id`; `None` when there is none or only an expired tombstone.
+    async fn read(&self, id: &UserId) -> Result<(Option<Stored>, RequestCharge), StoreError>;
+
+    /// Stores `document` under `id` if `condition` holds, else `StoreError::ConditionFailed`.
+    /// A document with a numeric `ttl` (seconds) expires that long after this write.
+    async fn write(
+        &self,
+        id: &UserId,
+        document: &Document,
+        condition: &Condition,
+    ) -> Result<RequestCharge, StoreError>;
+
+    /// Every user document (tombstones left out), in no particular order.
+    async fn list_users(&self) -> Result<Vec<Document>, StoreError>;
+}
+
+/// The store the settings select. Returns at once: a remote store connects in the background.
+pub fn open(settings: &StoreSettings) -> Result<Arc<dyn Store>, StoreError> {
+    match settings {
+        StoreSettings::Local { path } => Ok(Arc::new(local::LocalStore::open(path)?)),
+        StoreSettings::Cosmos(settings) => Ok(Arc::new(cosmos::CosmosStore::new(settings)?)),
+    }
+}

@@ -1,0 +1,3 @@
+//! All integration tests, compiled as one binary to keep link times down.
+
+mod bicep;
