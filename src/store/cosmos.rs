@@ -1,0 +1,276 @@
+//! The Cosmos DB store: point reads and conditional writes by id in a container partitioned by
+//! `/id`, through one SDK client shared by every request.
+//!
+//! A create fails with 409 when the id exists, a replace with 412 when the ETag moved on (or 404
+//! when the item went away): both are `ConditionFailed`, and the caller reads and decides again.
+//! Tombstones carry a per-item `ttl`; Cosmos stops returning them once it passes.
+
+mod connection;
+mod credential;
+mod errors;
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use azure_core::credentials::Secret;
+use azure_data_cosmos::diagnostics::DiagnosticsContext;
+use azure_data_cosmos::options::{ItemWriteOptions, Precondition};
+use azure_data_cosmos::{AccountEndpoint, AccountReference, CosmosError, CosmosRuntime, FeedScope};
+use futures::TryStreamExt;
+use serde_json::Value;
+
+use self::connection::{Connection, OPERATION_TIMEOUT, Target};
+use crate::config::{CosmosAuth, CosmosSettings};
+use crate::document::{self, Document, Kind};
+use crate::store::{Condition, ETag, RequestCharge, Store, StoreError, Stored};
+use crate::user_id::UserId;
+
+/// How long a delivery waits for the client to finish connecting before it answers 503.
+const CONNECT_WAIT: Duration = Duration::from_secs(4);
+/// `handler users list` is run by a person, who would rather wait for a cold sign-in.
+const LIST_CONNECT_WAIT: Duration = Duration::from_secs(30);
+/// Past the SDK's own end-to-end budget, in case a stage it does not time (such as a token
+/// request) hangs.
+const OPERATION_BACKSTOP: Duration = OPERATION_TIMEOUT.saturating_add(Duration::from_millis(500));
+/// Properties Cosmos adds to every item; the ETag is handed back separately.
+const SYSTEM_PROPERTIES: [&str; 5] = ["_rid", "_self", "_etag", "_attachments", "_ts"];
+/// Every item; tombstones are left out as they arrive, by the same rule as `document::kind`, so
+/// that an item without a `type` still counts as a user.
+const LIST_QUERY: &str = "SELECT * FROM c";
+
+pub struct CosmosStore {
+    connection: Connection,
+}
+
+impl CosmosStore {
+    /// Returns at once: connecting happens in the background (see `connection`).
+    pub fn new(settings: &CosmosSettings) -> Result<Self, StoreError> {
+        Self::open(settings, None)
+    }
+
+    /// Sends every request through `runtime` rather than the SDK's process-wide one: how the
+    /// tests put the SDK's in-memory emulator, with injected faults, under the whole pipeline.
+    #[doc(hidden)]
+    pub fn with_runtime(
+        settings: &CosmosSettings,
+        runtime: CosmosRuntime,
+    ) -> Result<Self, StoreError> {
+        Self::open(settings, Some(runtime))
+    }
+
+    fn open(settings: &CosmosSettings, runtime: Option<CosmosRuntime>) -> Result<Self, StoreError> {
+        let target = Target {
+            account: account(&settings.auth)?,
+            database: settings.database.clone(),
+            container: settings.container.clone(),
+            runtime,
+        };
+        Ok(Self {
+            connection: Connection::open(target),
+        })
+    }
+}
+
+fn account(auth: &CosmosAuth) -> Result<AccountReference, StoreError> {
+    match auth {
+        CosmosAuth::Key { endpoint, key } => Ok(AccountReference::with_authentication_key(
+            endpoint_url(endpoint)?,
+            Secret::new(key.expose().to_owned()),
+        )),
+        CosmosAuth::Identity {
+            endpoint,
+            client_id,
+        } => {
+            let in_azure = std::env::var_os(credential::IDENTITY_ENDPOINT).is_some();
+            let source = credential::source(in_azure, client_id.as_deref());
+            tracing::debug!(?source, "Cosmos DB credential");
+            Ok(AccountReference::with_credential(
+                endpoint_url(endpoint)?,
+                credential::credential(&source)?,
+            ))
+        }
+    }
+}
+
+fn endpoint_url(endpoint: &str) -> Result<AccountEndpoint, StoreError> {
+    endpoint
+        .parse()
+        .map_err(|e| StoreError::Rejected(format!("invalid Cosmos DB endpoint: {e}")))
+}
+
+#[async_trait]
+impl Store for CosmosStore {
+    async fn read(&self, id: &UserId) -> Result<(Option<Stored>, RequestCharge), StoreError> {
+        let container = self.connection.container(CONNECT_WAIT).await?;
+        let result = bounded(
+            "read",
+            container.read_item(partition_key(id), id.as_str(), None),
+        );
+        match result.await {
+            Ok(response) => {
+                let charge = charge(&response.diagnostics());
+                let header_etag = response.headers().etag().map(ToString::to_string);
+                let document = response
+                    .into_body()
+                    .into_single::<Document>()
+                    .map_err(|e| StoreError::Rejected(format!("unreadable item {id}: {e}")))?;
+                let (document, body_etag) = without_system_properties(document);
+                let etag = header_etag.or(body_etag).ok_or_else(|| {
+                    StoreError::Rejected(format!("item {id} came back without an ETag"))
+                })?;
+                log("read", id, charge, "found");
+                Ok((
+                    Some(Stored {
+                        document,
+                        etag: ETag(etag),
+                    }),
+                    charge,
+                ))
+            }
+            Err(error) if error.status().is_not_found() => {
+                let charge = error_charge(&error);
+                log("read", id, charge, "not_found");
+                Ok((None, charge))
+            }
+            Err(error) => Err(failed("read", id, &error)),
+        }
+    }
+
+    async fn write(
+        &self,
+        id: &UserId,
+        document: &Document,
+        condition: &Condition,
+    ) -> Result<RequestCharge, StoreError> {
+        let container = self.connection.container(CONNECT_WAIT).await?;
+        let (operation, result) = match condition {
+            Condition::Absent => {
+                let create = container.create_item(partition_key(id), id.as_str(), document, None);
+                ("create", bounded("create", create).await)
+            }
+            Condition::Matches(etag) => {
+                let options = ItemWriteOptions::default()
+                    .with_precondition(Precondition::if_match(etag.0.clone()));
+                let replace =
+                    container.replace_item(partition_key(id), id.as_str(), document, Some(options));
+                ("replace", bounded("replace", replace).await)
+            }
+        };
+        match result {
+            Ok(response) => {
+                let charge = charge(&response.diagnostics());
+                log(operation, id, charge, "written");
+                Ok(charge)
+            }
+            Err(error) if lost_race(condition, &error) => {
+                log(operation, id, error_charge(&error), "condition_failed");
+                Err(StoreError::ConditionFailed)
+            }
+            Err(error) => Err(failed(operation, id, &error)),
+        }
+    }
+
+    async fn list_users(&self) -> Result<Vec<Document>, StoreError> {
+        let container = self.connection.container(LIST_CONNECT_WAIT).await?;
+        let classify = |error: CosmosError| errors::classify("list", &error);
+        let items: Vec<Document> = container
+            .query_items::<Document>(LIST_QUERY, FeedScope::full_container(), None)
+            .await
+            .map_err(classify)?
+            .try_collect()
+            .await
+            .map_err(classify)?;
+        Ok(items
+            .into_iter()
+            .filter(|item| document::kind(item) == Kind::User)
+            .map(|item| without_system_properties(item).0)
+            .collect())
+    }
+}
+
+/// Each user is its own logical partition, keyed by its id (the container's `/id`).
+fn partition_key(id: &UserId) -> String {
+    id.as_str().to_owned()
+}
+
+/// The call, or a timeout error once the backstop passes.
+async fn bounded<T>(
+    operation: &str,
+    call: impl Future<Output = Result<T, CosmosError>>,
+) -> Result<T, CosmosError> {
+    tokio::time::timeout(OPERATION_BACKSTOP, call)
+        .await
+        .unwrap_or_else(|_| Err(errors::timed_out(operation, OPERATION_BACKSTOP)))
+}
+
+/// 409 on a create: the id exists. 412 on a replace: someone wrote since our read. 404 on a
+/// replace: the item went away since (its tombstone expired, or the application deleted it).
+fn lost_race(condition: &Condition, error: &CosmosError) -> bool {
+    let status = error.status();
+    match condition {
+        Condition::Absent => status.is_conflict(),
+        Condition::Matches(_) => status.is_precondition_failed() || status.is_not_found(),
+    }
+}
+
+fn failed(operation: &str, id: &UserId, error: &CosmosError) -> StoreError {
+    log(operation, id, error_charge(error), "failed");
+    errors::classify(operation, error)
+}
+
+/// Everything the operation cost, retries included.
+fn charge(diagnostics: &DiagnosticsContext) -> RequestCharge {
+    RequestCharge(diagnostics.total_request_charge().into())
+}
+
+fn error_charge(error: &CosmosError) -> RequestCharge {
+    error
+        .diagnostics()
+        .map_or_else(RequestCharge::default, |d| charge(&d))
+}
+
+fn log(operation: &str, id: &UserId, charge: RequestCharge, outcome: &str) {
+    tracing::debug!(
+        operation,
+        user_id = %id,
+        request_charge = charge.0,
+        outcome,
+        "cosmos"
+    );
+}
+
+/// The item as the application wrote it, and the `_etag` it carried.
+fn without_system_properties(mut document: Document) -> (Document, Option<String>) {
+    let etag = match document.get("_etag") {
+        Some(Value::String(etag)) => Some(etag.clone()),
+        _ => None,
+    };
+    for property in SYSTEM_PROPERTIES {
+        document.remove(property);
+    }
+    (document, etag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn system_properties_are_stripped_and_the_etag_kept() {
+        let Value::Object(item) = json!({
+            "id": "user_1", "role": "ADMIN", "ttl": 60, "_private": 1,
+            "_rid": "AAAA", "_self": "dbs/x/colls/y/docs/z", "_etag": "\"0a00\"",
+            "_attachments": "attachments/", "_ts": 1700000000
+        }) else {
+            unreachable!()
+        };
+        let (document, etag) = without_system_properties(item);
+        assert_eq!(
+            Value::Object(document),
+            json!({"id": "user_1", "role": "ADMIN", "ttl": 60, "_private": 1})
+        );
+        assert_eq!(etag.as_deref(), Some("\"0a00\""));
+    }
+}
