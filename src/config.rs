@@ -341,3 +341,169 @@ fn log_format(env: &Env) -> Result<LogFormat, ConfigError> {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        pairs.iter().copied().collect()
+    }
+
+    fn problems<T: fmt::Debug>(result: Result<T, ConfigErrors>) -> Vec<&'static str> {
+        result.unwrap_err().0.iter().map(|e| e.variable).collect()
+    }
+
+    #[test]
+    fn defaults_to_the_local_store_and_empty_means_unset() {
+        let settings = Settings::load(&env(&[
+            (COSMOS_ENDPOINT, ""),
+            (COSMOS_CONNECTION_STRING, " "),
+        ]))
+        .unwrap();
+        assert_eq!(
+            settings,
+            Settings {
+                store: StoreSettings::Local {
+                    path: DEFAULT_LOCAL_STORE_PATH.into()
+                },
+                tombstone_ttl_seconds: 30 * 86_400,
+                log_format: LogFormat::Text,
+            }
+        );
+    }
+
+    #[test]
+    fn endpoint_selects_cosmos_with_identity() {
+        let settings = Settings::load(&env(&[
+            (COSMOS_ENDPOINT, "https://acct.documents.azure.com:443/"),
+            (AZURE_CLIENT_ID, "client-1"),
+            (COSMOS_DATABASE_NAME, "db"),
+            (WEBSITE_INSTANCE_ID, "abc"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            settings.store,
+            StoreSettings::Cosmos(CosmosSettings {
+                auth: CosmosAuth::Identity {
+                    endpoint: "https://acct.documents.azure.com:443/".into(),
+                    client_id: Some("client-1".into()),
+                },
+                database: "db".into(),
+                container: DEFAULT_CONTAINER.into(),
+            })
+        );
+        assert_eq!(settings.log_format, LogFormat::Json, "JSON lines in Azure");
+    }
+
+    #[test]
+    fn connection_string_selects_key_auth_and_hides_the_key() {
+        let settings = Settings::load(&env(&[(
+            COSMOS_CONNECTION_STRING,
+            "AccountEndpoint=https://localhost:8081/;AccountKey=c2VjcmV0a2V5==;",
+        )]))
+        .unwrap();
+        let StoreSettings::Cosmos(cosmos) = &settings.store else {
+            panic!("expected Cosmos: {settings:?}")
+        };
+        let CosmosAuth::Key { endpoint, key } = &cosmos.auth else {
+            panic!("expected key auth")
+        };
+        assert_eq!(endpoint, "https://localhost:8081/");
+        assert_eq!(key.expose(), "c2VjcmV0a2V5==");
+        assert!(!format!("{settings:?}").contains("c2VjcmV0a2V5"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_once_with_its_variable() {
+        assert_eq!(
+            problems(Settings::load(&env(&[
+                (COSMOS_CONNECTION_STRING, "AccountEndpoint=https://x/;"),
+                (TOMBSTONE_TTL_DAYS, "0"),
+                (LOG_FORMAT, "xml"),
+            ]))),
+            [COSMOS_CONNECTION_STRING, TOMBSTONE_TTL_DAYS, LOG_FORMAT]
+        );
+        assert_eq!(
+            problems(Settings::load(&env(&[
+                (COSMOS_ENDPOINT, "https://a/"),
+                (
+                    COSMOS_CONNECTION_STRING,
+                    "AccountEndpoint=https://a/;AccountKey=k;"
+                ),
+            ]))),
+            [COSMOS_CONNECTION_STRING]
+        );
+        assert_eq!(
+            problems(Settings::load(&env(&[(
+                COSMOS_ENDPOINT,
+                "acct.documents.azure.com"
+            )]))),
+            [COSMOS_ENDPOINT]
+        );
+    }
+
+    #[test]
+    fn refuses_a_local_store_in_azure() {
+        assert_eq!(
+            problems(Settings::load(&env(&[(WEBSITE_INSTANCE_ID, "abc")]))),
+            [COSMOS_ENDPOINT]
+        );
+    }
+
+    #[test]
+    fn refuses_unresolved_key_vault_references_anywhere() {
+        let reference = "@Microsoft.KeyVault(SecretUri=https://v.vault.azure.net/secrets/s/)";
+        let errors =
+            ServeSettings::load(&env(&[(SIGNING_SECRET, reference)]), None, None).unwrap_err();
+        assert_eq!(errors.0.len(), 1);
+        assert_eq!(errors.0[0].variable, SIGNING_SECRET);
+        assert!(errors.0[0].problem.contains("Key Vault"));
+        assert_eq!(
+            problems(Settings::load(&env(&[(COSMOS_ENDPOINT, reference)]))),
+            [COSMOS_ENDPOINT]
+        );
+    }
+
+    #[test]
+    fn serve_needs_a_decodable_secret_and_never_echoes_it() {
+        assert_eq!(
+            problems(ServeSettings::load(&env(&[]), None, None)),
+            [SIGNING_SECRET]
+        );
+        let errors =
+            ServeSettings::load(&env(&[(SIGNING_SECRET, "whsec_!!notbase64!!")]), None, None)
+                .unwrap_err();
+        assert!(!errors.to_string().contains("notbase64"), "{errors}");
+    }
+
+    #[test]
+    fn host_port_wins_over_the_command_line() {
+        let with_host = env(&[(SIGNING_SECRET, SECRET), (CUSTOM_HANDLER_PORT, "5001")]);
+        assert_eq!(
+            ServeSettings::load(&with_host, Some(6000), None)
+                .unwrap()
+                .port,
+            5001
+        );
+        let without = env(&[(SIGNING_SECRET, SECRET)]);
+        assert_eq!(
+            ServeSettings::load(&without, Some(6000), None)
+                .unwrap()
+                .port,
+            6000
+        );
+        let serve = ServeSettings::load(&without, None, None).unwrap();
+        assert_eq!((serve.port, serve.bind), (DEFAULT_PORT, DEFAULT_BIND));
+        assert_eq!(
+            problems(ServeSettings::load(
+                &env(&[(SIGNING_SECRET, SECRET), (CUSTOM_HANDLER_PORT, "http")]),
+                None,
+                None
+            )),
+            [CUSTOM_HANDLER_PORT]
+        );
+    }
+}

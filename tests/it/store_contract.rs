@@ -1,0 +1,421 @@
+//! The store contract: what every `Store` must do, run against each implementation through
+//! `store_contract_tests!(name, async constructor)`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use handler::apply::{self, Outcome};
+use handler::clerk::ClerkEvent;
+use handler::document::{self, Document, Kind};
+use handler::store::{Condition, ETag, Store, StoreError};
+use handler::sync::{SkipReason, UserEvent};
+use handler::user_id::UserId;
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::TestRunner;
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    TTL_SECONDS, clerk_user, stored_item, stored_user, user_changed, user_deleted,
+};
+
+/// Expands to one test per contract case, each on a store from `$make` (an async expression
+/// giving `(Arc<dyn Store>, guard)`; the guard keeps the store's resources alive).
+macro_rules! store_contract_tests {
+    ($name:ident, $make:expr) => {
+        mod $name {
+            use crate::store_contract as contract;
+
+            macro_rules! case {
+                ($case:ident) => {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn $case() {
+                        let (store, _guard) = $make.await;
+                        contract::$case(store).await;
+                    }
+                };
+            }
+
+            case!(missing_item_reads_as_none);
+            case!(create_if_absent_happens_once);
+            case!(replace_needs_the_current_etag);
+            case!(replace_of_a_missing_item_fails);
+            case!(documents_round_trip_without_system_fields);
+            case!(list_leaves_out_tombstones);
+            case!(expired_tombstone_reads_as_absent_and_can_be_replaced);
+            case!(apply_follows_the_sync_rules);
+            case!(application_fields_survive_updates);
+            case!(concurrent_deliveries_for_one_user_keep_the_newest);
+            case!(random_histories_delivered_concurrently_end_in_the_newest_state);
+        }
+    };
+}
+pub(crate) use store_contract_tests;
+
+store_contract_tests!(local, async { crate::helpers::local_store() });
+
+fn id(raw: &str) -> UserId {
+    UserId::parse(raw).unwrap()
+}
+
+fn doc(value: Value) -> Document {
+    match value {
+        Value::Object(map) => map,
+        other => panic!("not an object: {other}"),
+    }
+}
+
+async fn etag_of(store: &dyn Store, user: &str) -> ETag {
+    let (stored, _) = store.read(&id(user)).await.unwrap();
+    stored.expect("stored").etag
+}
+
+pub async fn missing_item_reads_as_none(store: Arc<dyn Store>) {
+    let (stored, _) = store.read(&id("user_missing")).await.unwrap();
+    assert_eq!(stored, None);
+}
+
+pub async fn create_if_absent_happens_once(store: Arc<dyn Store>) {
+    let first = doc(json!({"id": "user_a", "type": "user", "n": 1}));
+    let second = doc(json!({"id": "user_a", "type": "user", "n": 2}));
+    store
+        .write(&id("user_a"), &first, &Condition::Absent)
+        .await
+        .unwrap();
+    let again = store
+        .write(&id("user_a"), &second, &Condition::Absent)
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::ConditionFailed)),
+        "{again:?}"
+    );
+    assert_eq!(stored_item(store.as_ref(), "user_a").await["n"], 1);
+}
+
+pub async fn replace_needs_the_current_etag(store: Arc<dyn Store>) {
+    let user = id("user_b");
+    store
+        .write(
+            &user,
+            &doc(json!({"id": "user_b", "n": 1})),
+            &Condition::Absent,
+        )
+        .await
+        .unwrap();
+    let first = etag_of(store.as_ref(), "user_b").await;
+    store
+        .write(
+            &user,
+            &doc(json!({"id": "user_b", "n": 2})),
+            &Condition::Matches(first.clone()),
+        )
+        .await
+        .unwrap();
+    let second = etag_of(store.as_ref(), "user_b").await;
+    assert_ne!(first, second, "every write changes the ETag");
+    let stale = store
+        .write(
+            &user,
+            &doc(json!({"id": "user_b", "n": 3})),
+            &Condition::Matches(first),
+        )
+        .await;
+    assert!(
+        matches!(stale, Err(StoreError::ConditionFailed)),
+        "{stale:?}"
+    );
+    assert_eq!(stored_item(store.as_ref(), "user_b").await["n"], 2);
+}
+
+pub async fn replace_of_a_missing_item_fails(store: Arc<dyn Store>) {
+    let result = store
+        .write(
+            &id("user_c"),
+            &doc(json!({"id": "user_c"})),
+            &Condition::Matches(ETag("\"00000000-0000-0000-0000-000000000000\"".into())),
+        )
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::ConditionFailed)),
+        "{result:?}"
+    );
+    assert_eq!(stored_item(store.as_ref(), "user_c").await, Value::Null);
+}
+
+pub async fn documents_round_trip_without_system_fields(store: Arc<dyn Store>) {
+    let original = doc(json!({
+        "id": "user_d", "type": "user", "email": null, "nested": {"a": [1, "two", null]},
+        "unicode": "Zoë 🚀", "big": 9_007_199_254_740_991i64
+    }));
+    store
+        .write(&id("user_d"), &original, &Condition::Absent)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored_item(store.as_ref(), "user_d").await,
+        Value::Object(original)
+    );
+}
+
+pub async fn list_leaves_out_tombstones(store: Arc<dyn Store>) {
+    for n in 0..3 {
+        let user = format!("user_list{n}");
+        store
+            .write(
+                &id(&user),
+                &doc(json!({"id": user, "type": "user"})),
+                &Condition::Absent,
+            )
+            .await
+            .unwrap();
+    }
+    let tombstone = document::tombstone(
+        &id("user_gone"),
+        "msg_1",
+        "2026-01-01T00:00:00Z",
+        TTL_SECONDS,
+    );
+    store
+        .write(&id("user_gone"), &tombstone, &Condition::Absent)
+        .await
+        .unwrap();
+    let mut ids: Vec<String> = store
+        .list_users()
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["user_list0", "user_list1", "user_list2"]);
+}
+
+pub async fn expired_tombstone_reads_as_absent_and_can_be_replaced(store: Arc<dyn Store>) {
+    let user = id("user_e");
+    let tombstone = document::tombstone(&user, "msg_1", "2026-01-01T00:00:00Z", 1);
+    store
+        .write(&user, &tombstone, &Condition::Absent)
+        .await
+        .unwrap();
+    assert_eq!(
+        document::kind(&doc(stored_item(store.as_ref(), "user_e").await)),
+        Kind::Tombstone
+    );
+    // Waits out the one-second ttl; the assertion is on what is stored afterwards, not on time.
+    let mut expired = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if stored_item(store.as_ref(), "user_e").await == Value::Null {
+            expired = true;
+            break;
+        }
+    }
+    assert!(expired, "the tombstone never expired");
+    store
+        .write(
+            &user,
+            &doc(json!({"id": "user_e", "type": "user"})),
+            &Condition::Absent,
+        )
+        .await
+        .unwrap();
+    assert!(stored_user(store.as_ref(), "user_e").await.is_some());
+}
+
+async fn apply_event(
+    store: &dyn Store,
+    msg_id: &str,
+    event: &Value,
+) -> Result<Outcome, StoreError> {
+    let (_, parsed) = ClerkEvent::parse(event.to_string().as_bytes()).unwrap();
+    let user_event = UserEvent::from_clerk(&parsed).expect("a user event");
+    apply::apply(store, user_event, msg_id, TTL_SECONDS)
+        .await
+        .map(|report| report.outcome)
+}
+
+pub async fn apply_follows_the_sync_rules(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    let created = user_changed("user.created", "user_f", 10);
+    assert_eq!(
+        apply_event(s, "msg_1", &created).await.unwrap(),
+        Outcome::Applied
+    );
+    let document = stored_user(s, "user_f").await.unwrap();
+    assert_eq!(document["email"], "ada@example.com");
+    assert_eq!(document["role"], "USER");
+    assert_eq!(document["lastEventId"], "msg_1");
+
+    let skip = Outcome::Skipped(SkipReason::NotNewer);
+    assert_eq!(
+        apply_event(s, "msg_1", &created).await.unwrap(),
+        skip,
+        "replayed"
+    );
+    let older = user_changed("user.updated", "user_f", 9);
+    assert_eq!(apply_event(s, "msg_2", &older).await.unwrap(), skip, "late");
+    assert_eq!(
+        stored_user(s, "user_f").await.unwrap()["lastEventId"],
+        "msg_1"
+    );
+
+    let newer = user_changed("user.updated", "user_f", 11);
+    assert_eq!(
+        apply_event(s, "msg_3", &newer).await.unwrap(),
+        Outcome::Applied
+    );
+    assert_eq!(
+        stored_user(s, "user_f").await.unwrap()["clerkUpdatedAt"],
+        11
+    );
+
+    assert_eq!(
+        apply_event(s, "msg_4", &user_deleted("user_f"))
+            .await
+            .unwrap(),
+        Outcome::Applied
+    );
+    assert_eq!(stored_user(s, "user_f").await, None);
+    let tombstone = stored_item(s, "user_f").await;
+    assert_eq!(tombstone["type"], "tombstone");
+    assert_eq!(tombstone["ttl"], TTL_SECONDS);
+    for personal in [
+        "email",
+        "emailAddresses",
+        "firstName",
+        "lastName",
+        "imageUrl",
+    ] {
+        assert!(
+            tombstone.get(personal).is_none(),
+            "tombstone holds {personal}"
+        );
+    }
+
+    let deleted = Outcome::Skipped(SkipReason::Deleted);
+    let resurrect = user_changed("user.updated", "user_f", 1_000);
+    assert_eq!(apply_event(s, "msg_5", &resurrect).await.unwrap(), deleted);
+    assert_eq!(
+        apply_event(s, "msg_6", &user_changed("user.created", "user_f", 2_000))
+            .await
+            .unwrap(),
+        deleted
+    );
+    assert_eq!(stored_user(s, "user_f").await, None);
+}
+
+pub async fn application_fields_survive_updates(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    apply_event(s, "msg_1", &user_changed("user.created", "user_g", 10))
+        .await
+        .unwrap();
+    let (stored, _) = s.read(&id("user_g")).await.unwrap();
+    let stored = stored.unwrap();
+    let mut edited = stored.document.clone();
+    edited.insert("role".into(), json!("ADMIN"));
+    edited.insert("favorites".into(), json!(["post_1"]));
+    s.write(&id("user_g"), &edited, &Condition::Matches(stored.etag))
+        .await
+        .unwrap();
+
+    let mut renamed = clerk_user("user_g", 11);
+    renamed["first_name"] = json!("Augusta");
+    let update = crate::helpers::clerk_event("user.updated", renamed);
+    assert_eq!(
+        apply_event(s, "msg_2", &update).await.unwrap(),
+        Outcome::Applied
+    );
+    let document = stored_user(s, "user_g").await.unwrap();
+    assert_eq!(document["firstName"], "Augusta");
+    assert_eq!(document["role"], "ADMIN");
+    assert_eq!(document["favorites"], json!(["post_1"]));
+}
+
+pub async fn concurrent_deliveries_for_one_user_keep_the_newest(store: Arc<dyn Store>) {
+    let tasks: Vec<_> = (1..=24i64)
+        .map(|version| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let event = user_changed("user.updated", "user_h", version);
+                apply_event(store.as_ref(), &format!("msg_{version}"), &event).await
+            })
+        })
+        .collect();
+    let mut applied = 0;
+    for task in tasks {
+        if task.await.unwrap().unwrap() == Outcome::Applied {
+            applied += 1;
+        }
+    }
+    assert!(applied >= 1);
+    let document = stored_user(store.as_ref(), "user_h").await.unwrap();
+    assert_eq!(document["clerkUpdatedAt"], 24);
+    assert_eq!(document["lastEventId"], "msg_24");
+}
+
+/// One generated delivery: `(user, Some(version))` for a change, `(user, None)` for a delete.
+type Delivery = (usize, Option<i64>);
+
+fn histories() -> impl Strategy<Value = Vec<Delivery>> {
+    prop::collection::vec((1..5i64, any::<bool>()), 1..4)
+        .prop_map(|users| {
+            let mut deliveries: Vec<Delivery> = Vec::new();
+            for (user, (versions, deleted)) in users.into_iter().enumerate() {
+                // Every change twice: Svix delivers at least once.
+                for version in (1..=versions).chain(1..=versions) {
+                    deliveries.push((user, Some(version)));
+                }
+                if deleted {
+                    deliveries.push((user, None));
+                }
+            }
+            deliveries
+        })
+        .prop_shuffle()
+}
+
+/// Proptest generates the histories; the cases run on the async store directly (no shrinking:
+/// a failure prints its whole history instead).
+pub async fn random_histories_delivered_concurrently_end_in_the_newest_state(
+    store: Arc<dyn Store>,
+) {
+    let mut runner = TestRunner::new(ProptestConfig {
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    for case in 0..12 {
+        let history = histories().new_tree(&mut runner).unwrap().current();
+        // Each case has its own users, so cases never see each other's state.
+        let user_id = |user: usize| format!("user_p{case}_{user}");
+        let tasks: Vec<_> = history
+            .iter()
+            .enumerate()
+            .map(|(n, &(user, change))| {
+                let store = Arc::clone(&store);
+                let event = match change {
+                    Some(version) => user_changed("user.updated", &user_id(user), version),
+                    None => user_deleted(&user_id(user)),
+                };
+                tokio::spawn(async move {
+                    apply_event(store.as_ref(), &format!("msg_{case}_{n}"), &event).await
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        for &(user, _) in &history {
+            let item = stored_item(store.as_ref(), &user_id(user)).await;
+            if history.contains(&(user, None)) {
+                assert_eq!(item["type"], "tombstone", "history {history:?}");
+            } else {
+                let newest = history
+                    .iter()
+                    .filter_map(|&(u, v)| (u == user).then_some(v).flatten())
+                    .max();
+                assert_eq!(item["clerkUpdatedAt"], json!(newest), "history {history:?}");
+                assert_eq!(item["role"], "USER", "history {history:?}");
+            }
+        }
+    }
+}
