@@ -1,5 +1,7 @@
 //! Logging setup for the binary: `RUST_LOG` filters, `LOG_FORMAT` picks JSON lines or text.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
@@ -22,12 +24,20 @@ const QUIET_SDK: &str =
 pub fn init(format: LogFormat, target: Target, default_level: &str) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},{QUIET_SDK}")));
-    let writer = match target {
-        Target::Stdout => BoxMakeWriter::new(std::io::stdout),
-        Target::Stderr => BoxMakeWriter::new(std::io::stderr),
+    // Colour only for a person at a terminal: the Functions host and log files get plain text.
+    let (writer, ansi) = match target {
+        Target::Stdout => (
+            BoxMakeWriter::new(std::io::stdout),
+            std::io::stdout().is_terminal(),
+        ),
+        Target::Stderr => (
+            BoxMakeWriter::new(std::io::stderr),
+            std::io::stderr().is_terminal(),
+        ),
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(writer);
     let result = match format {
         LogFormat::Json => builder
