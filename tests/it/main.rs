@@ -1,5 +1,9 @@
 //! All integration tests, compiled as one binary to keep link times down.
 
 mod bicep;
+mod cosmos_emulator;
+mod cosmos_store;
 mod helpers;
+mod identity_endpoint_double;
+mod managed_identity;
 mod store_contract;
