@@ -4,6 +4,7 @@ mod bicep;
 mod cosmos_emulator;
 mod cosmos_store;
 mod helpers;
+mod host;
 mod identity_endpoint_double;
 mod managed_identity;
 mod store_contract;
