@@ -1,0 +1,73 @@
+// The Key Vault (Azure RBAC mode) holding the Clerk webhook signing secret, which the Function App
+// reads through a Key Vault reference in CLERK_WEBHOOK_SIGNING_SECRET.
+
+@description('Azure region for the vault.')
+param location string
+
+@description('Tags applied to every resource.')
+param tags object
+
+@description('Key Vault name: 3-24 letters, digits and hyphens, globally unique.')
+@minLength(3)
+@maxLength(24)
+param name string
+
+@description('Name of the secret holding the Clerk signing secret(s).')
+param secretName string
+
+@secure()
+@description('Clerk signing secret(s); empty leaves the secret as it is (absent on a first deployment).')
+param signingSecret string
+
+@description('Disabled leaves private endpoints as the only way in; Enabled is for deployments without them.')
+@allowed([
+  'Enabled'
+  'Disabled'
+])
+param publicNetworkAccess string = 'Disabled'
+
+@description('What the firewall does with public traffic: Deny, or Allow when the callers have no fixed address to allow-list.')
+@allowed([
+  'Allow'
+  'Deny'
+])
+param networkDefaultAction string = 'Deny'
+
+resource vault 'Microsoft.KeyVault/vaults@2024-11-01' = {
+  name: name
+  location: location
+  tags: tags
+  properties: {
+    tenantId: tenant().tenantId
+    sku: {
+      family: 'A'
+      name: 'standard'
+    }
+    enableRbacAuthorization: true
+    enableSoftDelete: true
+    // The secret can always be fetched again from the Clerk dashboard, so the shortest retention
+    // is enough, and it keeps the name reserved for only a week after a teardown.
+    softDeleteRetentionInDays: 7
+    enablePurgeProtection: true
+    publicNetworkAccess: publicNetworkAccess
+    networkAcls: {
+      defaultAction: networkDefaultAction
+      bypass: 'None'
+    }
+  }
+}
+
+// Written only when a value is given, so deploying again without one keeps the stored secret.
+module secret 'signing-secret.bicep' = if (!empty(signingSecret)) {
+  name: 'signing-secret'
+  params: {
+    vaultName: vault.name
+    name: secretName
+    value: signingSecret
+  }
+}
+
+output id string = vault.id
+output name string = vault.name
+// Versionless, so the app follows rotations (App Service re-reads references at least daily and on restart).
+output secretUri string = '${vault.properties.vaultUri}secrets/${secretName}'
