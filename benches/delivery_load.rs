@@ -1,0 +1,336 @@
+//! The built binary under load on the embedded store, over loopback: cold start (spawn, then
+//! `GET /` answering, then the first delivery applied), and sustained signed deliveries per
+//! second with their latency at 64 concurrent connections.
+//!
+//! `cargo bench --bench delivery_load` (the bench profile builds the release binary). The load
+//! generator shares the machine with the handler, so on a small machine the numbers are a floor
+//! for the handler alone. The local store fsyncs every write (`synchronous = FULL`), so the disk
+//! under the temporary directory bounds deliveries per second.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use svix::webhooks::Webhook;
+use tempfile::TempDir;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const COLD_STARTS: usize = 10;
+const CONNECTIONS: usize = 64;
+const LOAD_DURATION: Duration = Duration::from_secs(10);
+/// A bound on the load whatever the machine's speed.
+const MAX_DELIVERIES: usize = 500_000;
+/// Deliveries cycle through this many users: the first round creates them, later rounds update.
+const USERS: usize = 2_000;
+const T0: i64 = 1_700_000_000_000;
+/// Any one request taking longer than this is a failure, not a data point.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime");
+    runtime.block_on(async {
+        let cold = cold_starts().await;
+        let load = sustained_load().await;
+        println!();
+        println!("delivery_load: release binary, embedded store, loopback");
+        println!("{:<44} {:>10}", "measure", "value");
+        println!(
+            "{:<44} {:>7.1} ms",
+            format!("cold start to GET / 200 (median of {COLD_STARTS})"),
+            ms(cold.ready)
+        );
+        println!(
+            "{:<44} {:>7.1} ms",
+            format!("cold start to first applied (median of {COLD_STARTS})"),
+            ms(cold.first_applied)
+        );
+        println!(
+            "{:<44} {:>10}",
+            format!(
+                "deliveries in {:.1} s, {CONNECTIONS} connections",
+                load.elapsed.as_secs_f64()
+            ),
+            load.latencies.len()
+        );
+        println!(
+            "{:<44} {:>10}",
+            "  of which creates / updates",
+            format!("{} / {}", load.creates, load.latencies.len() - load.creates)
+        );
+        println!(
+            "{:<44} {:>10.0}",
+            "deliveries per second",
+            load.latencies.len() as f64 / load.elapsed.as_secs_f64()
+        );
+        println!(
+            "{:<44} {:>7.2} ms",
+            "latency p50",
+            ms(percentile(&load.latencies, 50))
+        );
+        println!(
+            "{:<44} {:>7.2} ms",
+            "latency p99",
+            ms(percentile(&load.latencies, 99))
+        );
+        println!("{:<44} {:>10}", "answers other than 200", load.not_ok);
+    });
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// `sorted` must be sorted.
+fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+/// The binary on a fresh store and a free port, as the Functions host starts it.
+struct Server {
+    child: Child,
+    url: String,
+    _dir: TempDir,
+}
+
+impl Server {
+    fn spawn() -> Self {
+        let dir = TempDir::new().expect("a temporary directory");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_handler"))
+            .env_clear()
+            .env("CLERK_WEBHOOK_SIGNING_SECRET", SECRET)
+            .env("LOCAL_STORE_PATH", dir.path().join("users.sqlite3"))
+            .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the handler binary starts");
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+
+    /// Polls `GET /` as the host does, at a millisecond's interval so as not to hide start time.
+    async fn wait_ready(&self, client: &reqwest::Client) {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            if let Ok(response) = client.get(format!("{}/", self.url)).send().await {
+                assert_eq!(response.status(), 200);
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the handler never answered GET /"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A signed delivery: headers and exact body.
+struct Delivery {
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+}
+
+fn delivery(
+    signer: &Webhook,
+    msg_id: &str,
+    event_type: &str,
+    user_id: &str,
+    version: i64,
+) -> Delivery {
+    let event = json!({
+        "type": event_type, "object": "event", "timestamp": T0,
+        "data": user(user_id, T0 + version),
+    });
+    let body = serde_json::to_vec(&event).expect("JSON");
+    let timestamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_secs() as i64;
+    let signature = signer
+        .sign(msg_id, timestamp, &body)
+        .expect("a UTF-8 body signs");
+    Delivery {
+        headers: vec![
+            ("svix-id", msg_id.to_owned()),
+            ("svix-timestamp", timestamp.to_string()),
+            ("svix-signature", signature),
+        ],
+        body,
+    }
+}
+
+/// A Clerk user payload of realistic size (two addresses, metadata).
+fn user(id: &str, updated_at: i64) -> Value {
+    json!({
+        "id": id, "object": "user", "first_name": "Ada", "last_name": "Lovelace",
+        "username": null, "image_url": "https://img.clerk.com/ada.png", "external_id": null,
+        "primary_email_address_id": "idn_primary",
+        "email_addresses": [
+            {"id": "idn_other", "object": "email_address", "email_address": "other@example.com",
+             "verification": {"status": "verified"}, "linked_to": []},
+            {"id": "idn_primary", "object": "email_address", "email_address": "ada@example.com",
+             "verification": {"status": "verified"}, "linked_to": []}
+        ],
+        "primary_phone_number_id": null, "phone_numbers": [],
+        "public_metadata": {"plan": "pro"}, "private_metadata": {}, "unsafe_metadata": {},
+        "created_at": T0, "updated_at": updated_at, "last_sign_in_at": null,
+        "two_factor_enabled": false
+    })
+}
+
+async fn send(client: &reqwest::Client, url: &str, delivery: Delivery) -> reqwest::StatusCode {
+    let mut request = client
+        .post(format!("{url}/api/ClerkWebhook"))
+        .header("content-type", "application/json")
+        .body(delivery.body);
+    for (name, value) in delivery.headers {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.expect("the handler answers");
+    let status = response.status();
+    // Read the body so the connection goes back to the pool.
+    let _ = response.bytes().await;
+    status
+}
+
+struct ColdStart {
+    ready: Duration,
+    first_applied: Duration,
+}
+
+async fn cold_starts() -> ColdStart {
+    let signer = Webhook::new(SECRET).expect("a valid secret");
+    let mut ready = Vec::new();
+    let mut first_applied = Vec::new();
+    for run in 0..COLD_STARTS {
+        // A client per run: no connection survives from the previous process.
+        let client = client();
+        let first = delivery(
+            &signer,
+            &format!("msg_cold_{run}"),
+            "user.created",
+            "user_cold",
+            1,
+        );
+        let started = Instant::now();
+        let server = Server::spawn();
+        server.wait_ready(&client).await;
+        ready.push(started.elapsed());
+        assert_eq!(send(&client, &server.url, first).await, 200);
+        first_applied.push(started.elapsed());
+    }
+    ready.sort();
+    first_applied.sort();
+    ColdStart {
+        ready: ready[COLD_STARTS / 2],
+        first_applied: first_applied[COLD_STARTS / 2],
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(CONNECTIONS)
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .expect("an HTTP client")
+}
+
+struct Load {
+    /// Sorted.
+    latencies: Vec<Duration>,
+    creates: usize,
+    not_ok: usize,
+    elapsed: Duration,
+}
+
+async fn sustained_load() -> Load {
+    let server = Server::spawn();
+    let client = client();
+    server.wait_ready(&client).await;
+    let url = Arc::new(server.url.clone());
+    let signer = Arc::new(Webhook::new(SECRET).expect("a valid secret"));
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+
+    let workers: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            let (client, url, signer, next) = (
+                client.clone(),
+                Arc::clone(&url),
+                Arc::clone(&signer),
+                Arc::clone(&next),
+            );
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let (mut creates, mut not_ok) = (0, 0);
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= MAX_DELIVERIES || started.elapsed() >= LOAD_DURATION {
+                        break;
+                    }
+                    // Round r of the users carries version r + 1: creates first, then updates.
+                    let round = n / USERS;
+                    let event_type = if round == 0 {
+                        creates += 1;
+                        "user.created"
+                    } else {
+                        "user.updated"
+                    };
+                    let user_id = format!("user_load_{}", n % USERS);
+                    let delivery = delivery(
+                        &signer,
+                        &format!("msg_load_{n}"),
+                        event_type,
+                        &user_id,
+                        round as i64 + 1,
+                    );
+                    let sent = Instant::now();
+                    let status = send(&client, &url, delivery).await;
+                    latencies.push(sent.elapsed());
+                    if status != 200 {
+                        not_ok += 1;
+                    }
+                }
+                (latencies, creates, not_ok)
+            })
+        })
+        .collect();
+
+    let mut load = Load {
+        latencies: Vec::new(),
+        creates: 0,
+        not_ok: 0,
+        elapsed: Duration::ZERO,
+    };
+    for worker in workers {
+        let (latencies, creates, not_ok) = worker.await.expect("a load worker");
+        load.latencies.extend(latencies);
+        load.creates += creates;
+        load.not_ok += not_ok;
+    }
+    load.elapsed = started.elapsed();
+    load.latencies.sort();
+    load
+}
