@@ -939,6 +939,26 @@ async fn the_body_limit_is_one_mebibyte_however_the_body_is_framed() {
     );
 }
 
+#[tokio::test]
+async fn a_body_that_stops_arriving_is_answered_not_waited_on_forever() {
+    // Svix gives up after 15 s; the handler must answer first even when the sender stalls.
+    let app = HandlerProcess::start(&[]).await;
+    let address = app.base_url.trim_start_matches("http://").to_owned();
+    let (headers, body) = signed(SECRET, &user_changed("user.created", "user_1", T0));
+    let mut request = request_head(&headers, &format!("content-length: {}\r\n", body.len()));
+    request.extend_from_slice(&body[..body.len() / 2]);
+    let mut stream = TcpStream::connect(&address).unwrap();
+    stream.write_all(&request).unwrap();
+    let response = parse_response(&read_until_closed(&mut stream));
+    assert_refused(
+        &app,
+        "stalled body",
+        (response.status, response.body),
+        408,
+        &[],
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Startup, command line, logs, shutdown
 
@@ -947,6 +967,10 @@ fn bad_configuration_is_refused_in_one_line_naming_the_variable() {
     let kv =
         "@Microsoft.KeyVault(SecretUri=https://kv-clerk.vault.azure.net/secrets/clerk-signing/)";
     let secret_then_bad = format!("{SECRET},whsec_%%%notbase64");
+    // An account key is as secret as the signing secret.
+    const ACCOUNT_KEY: &str = "QWNjb3VudEtleVNlY3JldA==";
+    const ACCOUNT_KEY_ONLY: &str = "AccountKey=QWNjb3VudEtleVNlY3JldA==;";
+    const BAD_ENDPOINT: &str = "AccountEndpoint=ftp://acct;AccountKey=QWNjb3VudEtleVNlY3JldA==;";
     // (case, environment, what the one line must name)
     type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a [&'a str]);
     let cases: Vec<Case> = vec![
@@ -1002,6 +1026,47 @@ fn bad_configuration_is_refused_in_one_line_naming_the_variable() {
             ],
             &["COSMOS_ENDPOINT", "WEBSITE_INSTANCE_ID"],
         ),
+        (
+            "connection string without an endpoint",
+            vec![
+                ("CLERK_WEBHOOK_SIGNING_SECRET", SECRET),
+                ("COSMOS_CONNECTION_STRING", ACCOUNT_KEY_ONLY),
+            ],
+            &["COSMOS_CONNECTION_STRING"],
+        ),
+        (
+            "connection string with a bad endpoint",
+            vec![
+                ("CLERK_WEBHOOK_SIGNING_SECRET", SECRET),
+                ("COSMOS_CONNECTION_STRING", BAD_ENDPOINT),
+            ],
+            &["COSMOS_CONNECTION_STRING"],
+        ),
+        (
+            "endpoint and connection string both",
+            vec![
+                ("CLERK_WEBHOOK_SIGNING_SECRET", SECRET),
+                ("COSMOS_ENDPOINT", "https://acct.documents.azure.com:443/"),
+                ("COSMOS_CONNECTION_STRING", BAD_ENDPOINT),
+            ],
+            &["COSMOS_CONNECTION_STRING", "COSMOS_ENDPOINT"],
+        ),
+        (
+            "endpoint without a scheme",
+            vec![
+                ("CLERK_WEBHOOK_SIGNING_SECRET", SECRET),
+                ("COSMOS_ENDPOINT", "acct.documents.azure.com"),
+            ],
+            &["COSMOS_ENDPOINT"],
+        ),
+        (
+            "unknown log format",
+            vec![
+                ("CLERK_WEBHOOK_SIGNING_SECRET", SECRET),
+                ("LOG_FORMAT", "xml"),
+            ],
+            &["LOG_FORMAT"],
+        ),
     ];
     let numbers = [
         ("TOMBSTONE_TTL_DAYS", ["0", "-3", "thirty", "1e3"]),
@@ -1054,7 +1119,9 @@ fn bad_configuration_is_refused_in_one_line_naming_the_variable() {
                 assert!(!stderr.contains(secret), "{case} echoes the secret");
             }
         }
-        assert!(!stderr.contains(key_of(SECRET)), "{case} echoes the secret");
+        for secret in [key_of(SECRET), ACCOUNT_KEY] {
+            assert!(!stderr.contains(secret), "{case} echoes a secret");
+        }
         assert!(output.stdout.is_empty(), "{case}");
     }
 }
