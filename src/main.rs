@@ -5,13 +5,16 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use handler::cli::{Cli, Command, ServeArgs, UsersCommand};
-use handler::config::{ConfigErrors, Env, ServeSettings, Settings};
+use handler::config::{ConfigErrors, Env, ServeSettings, Settings, StoreSettings};
 use handler::startup;
 use handler::telemetry::{self, Target};
 use handler::users::{self, UsersError};
 
-/// Exit status for configuration refused at startup.
+/// Exit status of `users get` for a missing or deleted user is 1 (`ExitCode::FAILURE`).
+/// Configuration refused at startup.
 const EXIT_CONFIG: u8 = 2;
+/// A `users` command could not read the store: distinct from "not found", for scripts.
+const EXIT_STORE: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -39,7 +42,10 @@ fn serve(env: &Env, args: ServeArgs) -> ExitCode {
         }
     };
     telemetry::init(settings.log_format, Target::Stdout, "info");
-    run(startup::serve(settings, serve)).map_or_else(report, |()| ExitCode::SUCCESS)
+    match run(startup::serve(settings, serve)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => report(error, 1),
+    }
 }
 
 fn run_users(env: &Env, command: UsersCommand) -> ExitCode {
@@ -49,6 +55,15 @@ fn run_users(env: &Env, command: UsersCommand) -> ExitCode {
     };
     telemetry::init(settings.log_format, Target::Stderr, "warn");
     let outcome = run(async {
+        if let StoreSettings::Local { path } = &settings.store {
+            // Reading never creates a store: a mistyped path would otherwise list no users.
+            anyhow::ensure!(
+                path.exists(),
+                "no local store at {} (LOCAL_STORE_PATH); it is created when the server stores \
+                 its first delivery",
+                path.display()
+            );
+        }
         let store = startup::open_store(&settings.store)?;
         let mut stdout = std::io::stdout().lock();
         let result = match command {
@@ -63,8 +78,8 @@ fn run_users(env: &Env, command: UsersCommand) -> ExitCode {
             eprintln!("handler: no user {id} (missing or deleted)");
             ExitCode::FAILURE
         }
-        Ok(Err(other)) => report(other.into()),
-        Err(error) => report(error),
+        Ok(Err(other)) => report(other.into(), EXIT_STORE),
+        Err(error) => report(error, EXIT_STORE),
     }
 }
 
@@ -82,7 +97,7 @@ fn refuse(errors: &ConfigErrors) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
-fn report(error: anyhow::Error) -> ExitCode {
+fn report(error: anyhow::Error, status: u8) -> ExitCode {
     eprintln!("handler: {error:#}");
-    ExitCode::FAILURE
+    ExitCode::from(status)
 }

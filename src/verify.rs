@@ -3,6 +3,9 @@
 use std::fmt;
 
 use axum::http::HeaderMap;
+use base64::Engine;
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use svix::webhooks::{Webhook, WebhookError};
 
 /// Svix's own header names first, then the unbranded Standard Webhooks ones, as the svix crate
@@ -10,6 +13,13 @@ use svix::webhooks::{Webhook, WebhookError};
 const ID_HEADERS: [&str; 2] = ["svix-id", "webhook-id"];
 const TIMESTAMP_HEADERS: [&str; 2] = ["svix-timestamp", "webhook-timestamp"];
 const SIGNATURE_HEADERS: [&str; 2] = ["svix-signature", "webhook-signature"];
+
+const SECRET_PREFIX: &str = "whsec_";
+/// Svix's Python and JavaScript libraries accept a key with or without base64 padding; so do we.
+const LENIENT_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
 
 /// The configured signing secrets. Several may be active at once so a secret can be rotated
 /// without downtime.
@@ -62,12 +72,17 @@ impl Verifier {
             .filter(|s| !s.is_empty())
             .enumerate()
             .map(|(n, secret)| {
-                Webhook::new(secret).map_err(|_| {
-                    format!(
-                        "secret #{} is not a whsec_ secret with a base64 key (its value is not shown)",
-                        n + 1
-                    )
-                })
+                let key = secret.strip_prefix(SECRET_PREFIX).unwrap_or(secret);
+                LENIENT_BASE64
+                    .decode(key)
+                    .ok()
+                    .and_then(|key| Webhook::from_bytes(key).ok())
+                    .ok_or_else(|| {
+                        format!(
+                            "secret #{} is not a whsec_ secret with a base64 key (its value is not shown)",
+                            n + 1
+                        )
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?;
         if secrets.is_empty() {
@@ -251,6 +266,16 @@ mod tests {
                 .unwrap_err()
                 .contains("#2")
         );
+    }
+
+    #[test]
+    fn accepts_keys_with_or_without_base64_padding() {
+        let body = br#"{"type":"user.created"}"#;
+        let headers = signed(SECRET_B, "svix", "msg_1", now(), body);
+        let unpadded = SECRET_B.trim_end_matches('=');
+        assert_ne!(unpadded, SECRET_B);
+        let verifier = Verifier::from_secrets(unpadded).unwrap();
+        assert_eq!(verifier.verify(&headers, body), Ok("msg_1".into()));
     }
 
     #[test]

@@ -44,7 +44,9 @@ pub struct LocalStore {
 
 struct Inner {
     connection: Mutex<Connection>,
-    last_purge: Mutex<Instant>,
+    /// When expired tombstones were last deleted; `None` until the first write, so that opening
+    /// the store (as the `users` commands do) never writes.
+    last_purge: Mutex<Option<Instant>>,
 }
 
 impl LocalStore {
@@ -68,9 +70,8 @@ impl LocalStore {
             .map_err(cannot_open)?;
         let inner = Inner {
             connection: Mutex::new(connection),
-            last_purge: Mutex::new(Instant::now()),
+            last_purge: Mutex::new(None),
         };
-        inner.purge_expired()?;
         Ok(Self {
             inner: Arc::new(inner),
         })
@@ -97,7 +98,7 @@ impl Inner {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn purge_expired(&self) -> Result<usize, StoreError> {
+    fn purge_expired(&self) -> Result<(), StoreError> {
         let purged = self
             .connection()
             .execute(
@@ -105,11 +106,11 @@ impl Inner {
                 [now_ms()],
             )
             .map_err(classify)?;
-        *self.last_purge.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        *self.last_purge.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         if purged > 0 {
             tracing::info!(purged, "removed expired tombstones from the local store");
         }
-        Ok(purged)
+        Ok(())
     }
 
     fn purge_if_due(&self) -> Result<(), StoreError> {
@@ -117,8 +118,7 @@ impl Inner {
             .last_purge
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .elapsed()
-            >= PURGE_INTERVAL;
+            .is_none_or(|at| at.elapsed() >= PURGE_INTERVAL);
         if due {
             self.purge_expired()?;
         }

@@ -136,17 +136,9 @@ pub fn local_store() -> (Arc<dyn Store>, TempDir) {
 pub struct TestApp {
     pub store: Arc<dyn Store>,
     router: axum::Router,
-    _dir: Option<TempDir>,
 }
 
 impl TestApp {
-    pub fn local() -> Self {
-        let (store, dir) = local_store();
-        let mut app = Self::with_store(store);
-        app._dir = Some(dir);
-        app
-    }
-
     pub fn with_store(store: Arc<dyn Store>) -> Self {
         let state = AppState {
             verifier: Verifier::from_secrets(SECRET).unwrap(),
@@ -156,7 +148,6 @@ impl TestApp {
         Self {
             store,
             router: router(Arc::new(state)),
-            _dir: None,
         }
     }
 

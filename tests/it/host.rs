@@ -1358,3 +1358,18 @@ fn a_locked_store_answers_503_and_the_retry_applies() {
     assert_eq!((response.status, response.body), applied());
     assert!(handler.users_get("user_1").is_some());
 }
+
+#[test]
+fn users_commands_never_create_a_store_and_tell_store_errors_from_not_found() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let missing = dir.path().join("typo.sqlite3");
+    let env = [("LOCAL_STORE_PATH".to_owned(), missing.display().to_string())];
+    for args in [&["users", "get", "user_1"][..], &["users", "list"][..]] {
+        let output = handler_command(&env).args(args).output().unwrap();
+        assert_eq!(output.status.code(), Some(3), "{args:?}");
+        assert!(output.stdout.is_empty(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("no local store"), "{args:?}: {stderr}");
+    }
+    assert!(!missing.exists(), "a users command created the store");
+}
