@@ -1,0 +1,196 @@
+//! Deliveries per second and their latency (p50, p99) through the router over the Cosmos store
+//! on the SDK's in-memory emulator, and the round trips and request units each event type costs.
+//!
+//! `cargo bench --bench cosmos_emulator`. The emulator answers in microseconds, so the numbers
+//! measure the handler and the SDK pipeline (signing, routing, retries, diagnostics), not a
+//! network; its request-unit model follows Cosmos DB's (1 RU per KiB read, about 5.8 per write
+//! plus indexing), so the RU table is an estimate of a real account's charges.
+
+#[path = "../tests/it/cosmos_emulator.rs"]
+#[allow(
+    dead_code,
+    reason = "shared with the tests; the benchmark needs only part of it"
+)]
+mod cosmos_emulator;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use handler::apply;
+use handler::clerk::ClerkEvent;
+use handler::http::{AppState, WEBHOOK_PATH, router};
+use handler::store::Store;
+use handler::sync::UserEvent;
+use handler::verify::Verifier;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use cosmos_emulator::Emulator;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const TTL_SECONDS: u32 = 30 * 86_400;
+const DELIVERIES: usize = 2_000;
+const CONCURRENCY: usize = 16;
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime");
+    runtime.block_on(async {
+        charges_per_event_type().await;
+        throughput().await;
+    });
+}
+
+/// A Clerk user payload of realistic size (two addresses, metadata).
+fn user(id: &str, updated_at: i64) -> Value {
+    json!({
+        "id": id, "object": "user", "first_name": "Ada", "last_name": "Lovelace",
+        "username": null, "image_url": "https://img.clerk.com/ada.png", "external_id": null,
+        "primary_email_address_id": "idn_primary",
+        "email_addresses": [
+            {"id": "idn_other", "email_address": "other@example.com"},
+            {"id": "idn_primary", "email_address": "ada@example.com"}
+        ],
+        "phone_numbers": [], "public_metadata": {"plan": "pro"}, "private_metadata": {},
+        "created_at": 1_700_000_000_000i64, "updated_at": updated_at, "last_sign_in_at": null
+    })
+}
+
+fn changed(id: &str, updated_at: i64) -> Value {
+    json!({"type": "user.updated", "object": "event", "data": user(id, updated_at)})
+}
+
+fn deleted(id: &str) -> Value {
+    json!({"type": "user.deleted", "object": "event", "data": {"id": id, "deleted": true}})
+}
+
+/// Round trips and request units of one delivery of each kind, applied to the store directly.
+async fn charges_per_event_type() {
+    let emulator = Emulator::new();
+    let store = emulator.store().await;
+    let cases = [
+        ("new user", changed("user_ru", 1)),
+        ("update", changed("user_ru", 2)),
+        ("duplicate", changed("user_ru", 2)),
+        ("stale", changed("user_ru", 1)),
+        ("delete", deleted("user_ru")),
+        ("event after delete", changed("user_ru", 3)),
+        ("delete of an unknown user", deleted("user_unknown")),
+    ];
+    println!("\n{:<28} {:>11} {:>8}", "event", "round trips", "RU");
+    for (n, (name, event)) in cases.iter().enumerate() {
+        let (_, parsed) = ClerkEvent::parse(event.to_string().as_bytes()).expect("an event");
+        let event = UserEvent::from_clerk(&parsed).expect("a user event");
+        let report = apply::apply(&store, event, &format!("msg_ru{n}"), TTL_SECONDS)
+            .await
+            .expect("applied");
+        println!(
+            "{name:<28} {:>11} {:>8.2}",
+            report.round_trips, report.request_charge.0
+        );
+    }
+}
+
+/// A named workload: its name, and the event its delivery `n` carries.
+type Workload = (&'static str, fn(usize) -> Value);
+
+/// Deliveries through the router, `CONCURRENCY` at a time.
+async fn throughput() {
+    let emulator = Emulator::new();
+    let store: Arc<dyn Store> = Arc::new(emulator.store().await);
+    let app = router(Arc::new(AppState {
+        verifier: Verifier::from_secrets(SECRET).expect("a valid secret"),
+        store,
+        tombstone_ttl_seconds: TTL_SECONDS,
+    }));
+    println!(
+        "\n{:<22} {:>10} {:>13} {:>9} {:>9} {:>9}",
+        "workload", "deliveries", "deliveries/s", "p50 ms", "p99 ms", "max ms"
+    );
+    let workloads: [Workload; 4] = [
+        ("new users", |n| changed(&format!("user_new{n}"), 1)),
+        ("updates", |n| changed(&returning_user(n), 10 + n as i64)),
+        ("duplicates (skipped)", |n| changed(&returning_user(n), 1)),
+        ("same user, contended", |n| {
+            changed("user_hot", 1_000_000 + n as i64)
+        }),
+    ];
+    for (name, event) in workloads {
+        let events: Arc<Vec<Vec<u8>>> = Arc::new(
+            (0..DELIVERIES)
+                .map(|n| serde_json::to_vec(&event(n)).expect("JSON"))
+                .collect(),
+        );
+        run(name, &app, events).await;
+    }
+}
+
+/// The updates and duplicates go to 500 users, each seen several times.
+fn returning_user(n: usize) -> String {
+    format!("user_bench{}", n % 500)
+}
+
+async fn run(name: &'static str, app: &axum::Router, events: Arc<Vec<Vec<u8>>>) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..CONCURRENCY)
+        .map(|worker| {
+            let (app, events, next) = (app.clone(), Arc::clone(&events), Arc::clone(&next));
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(body) = events.get(n) else {
+                        return latencies;
+                    };
+                    let request = signed(&format!("msg_{worker}_{n}"), body.clone());
+                    let sent = Instant::now();
+                    let response = app.clone().oneshot(request).await.expect("a response");
+                    latencies.push(sent.elapsed());
+                    assert_eq!(response.status(), StatusCode::OK, "{name} delivery {n}");
+                }
+            })
+        })
+        .collect();
+    let mut latencies: Vec<Duration> = Vec::new();
+    for worker in workers {
+        latencies.extend(worker.await.expect("a worker"));
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let percentile = |p: f64| {
+        let index = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[index].as_secs_f64() * 1_000.0
+    };
+    println!(
+        "{name:<22} {:>10} {:>13.0} {:>9.2} {:>9.2} {:>9.2}",
+        latencies.len(),
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        percentile(0.50),
+        percentile(0.99),
+        percentile(1.0),
+    );
+}
+
+fn signed(msg_id: &str, body: Vec<u8>) -> Request<Body> {
+    let timestamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs() as i64;
+    let signature = svix::webhooks::Webhook::new(SECRET)
+        .expect("a valid secret")
+        .sign(msg_id, timestamp, &body)
+        .expect("a signature");
+    Request::post(WEBHOOK_PATH)
+        .header("content-type", "application/json")
+        .header("svix-id", msg_id)
+        .header("svix-timestamp", timestamp.to_string())
+        .header("svix-signature", signature)
+        .body(Body::from(body))
+        .expect("a request")
+}
