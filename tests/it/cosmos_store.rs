@@ -18,34 +18,10 @@ async fn emulated_store() -> (Arc<dyn Store>, Emulator) {
     (store, emulator)
 }
 
-/// The shared contract (`store_contract`), case by case. One case is left out:
-/// `expired_tombstone_reads_as_absent_and_can_be_replaced`, because the in-memory emulator does
-/// not model per-item TTL; on Cosmos, expiry is the service's own (the container has TTL on and
-/// the tombstone carries `ttl`), which `apply_follows_the_sync_rules` checks is written.
-mod contract {
-    use crate::store_contract as contract;
-
-    macro_rules! case {
-        ($case:ident) => {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $case() {
-                let (store, _emulator) = super::emulated_store().await;
-                contract::$case(store).await;
-            }
-        };
-    }
-
-    case!(missing_item_reads_as_none);
-    case!(create_if_absent_happens_once);
-    case!(replace_needs_the_current_etag);
-    case!(replace_of_a_missing_item_fails);
-    case!(documents_round_trip_without_system_fields);
-    case!(list_leaves_out_tombstones);
-    case!(apply_follows_the_sync_rules);
-    case!(application_fields_survive_updates);
-    case!(concurrent_deliveries_for_one_user_keep_the_newest);
-    case!(random_histories_delivered_concurrently_end_in_the_newest_state);
-}
+// The shared contract, without the expiry case: the in-memory emulator does not model per-item
+// TTL. On Cosmos, expiry is the service's own (the container has TTL on and the tombstone carries
+// `ttl`), and `apply_follows_the_sync_rules` checks that the `ttl` is written.
+crate::store_contract::store_contract_tests!(contract, super::emulated_store());
 
 fn id(raw: &str) -> UserId {
     UserId::parse(raw).unwrap()
