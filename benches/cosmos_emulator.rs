@@ -13,24 +13,29 @@
 )]
 mod cosmos_emulator;
 
+// Shared with the integration tests; each benchmark uses part of it.
+#[allow(dead_code)]
+#[path = "../tests/it/fixtures.rs"]
+mod fixtures;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use fixtures::{SECRET, user_changed, user_deleted};
 use handler::apply;
 use handler::clerk::ClerkEvent;
 use handler::http::{AppState, WEBHOOK_PATH, router};
 use handler::store::Store;
 use handler::sync::UserEvent;
 use handler::verify::Verifier;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tower::ServiceExt;
 
 use cosmos_emulator::Emulator;
 
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const TTL_SECONDS: u32 = 30 * 86_400;
 const DELIVERIES: usize = 2_000;
 const CONCURRENCY: usize = 16;
@@ -46,27 +51,8 @@ fn main() {
     });
 }
 
-/// A Clerk user payload of realistic size (two addresses, metadata).
-fn user(id: &str, updated_at: i64) -> Value {
-    json!({
-        "id": id, "object": "user", "first_name": "Ada", "last_name": "Lovelace",
-        "username": null, "image_url": "https://img.clerk.com/ada.png", "external_id": null,
-        "primary_email_address_id": "idn_primary",
-        "email_addresses": [
-            {"id": "idn_other", "email_address": "other@example.com"},
-            {"id": "idn_primary", "email_address": "ada@example.com"}
-        ],
-        "phone_numbers": [], "public_metadata": {"plan": "pro"}, "private_metadata": {},
-        "created_at": 1_700_000_000_000i64, "updated_at": updated_at, "last_sign_in_at": null
-    })
-}
-
 fn changed(id: &str, updated_at: i64) -> Value {
-    json!({"type": "user.updated", "object": "event", "data": user(id, updated_at)})
-}
-
-fn deleted(id: &str) -> Value {
-    json!({"type": "user.deleted", "object": "event", "data": {"id": id, "deleted": true}})
+    user_changed("user.updated", id, updated_at)
 }
 
 /// Round trips and request units of one delivery of each kind, applied to the store directly.
@@ -78,9 +64,9 @@ async fn charges_per_event_type() {
         ("update", changed("user_ru", 2)),
         ("duplicate", changed("user_ru", 2)),
         ("stale", changed("user_ru", 1)),
-        ("delete", deleted("user_ru")),
+        ("delete", user_deleted("user_ru")),
         ("event after delete", changed("user_ru", 3)),
-        ("delete of an unknown user", deleted("user_unknown")),
+        ("delete of an unknown user", user_deleted("user_unknown")),
     ];
     println!("\n{:<28} {:>11} {:>8}", "event", "round trips", "RU");
     for (n, (name, event)) in cases.iter().enumerate() {

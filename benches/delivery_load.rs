@@ -7,17 +7,21 @@
 //! for the handler alone. The local store fsyncs every write (`synchronous = FULL`), so the disk
 //! under the temporary directory bounds deliveries per second.
 
+// Shared with the integration tests; each benchmark uses part of it.
+#[allow(dead_code)]
+#[path = "../tests/it/fixtures.rs"]
+mod fixtures;
+
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Value, json};
+use fixtures::{SECRET, user_changed};
 use svix::webhooks::Webhook;
 use tempfile::TempDir;
 
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const COLD_STARTS: usize = 10;
 const CONNECTIONS: usize = 64;
 const LOAD_DURATION: Duration = Duration::from_secs(10);
@@ -159,10 +163,7 @@ fn delivery(
     user_id: &str,
     version: i64,
 ) -> Delivery {
-    let event = json!({
-        "type": event_type, "object": "event", "timestamp": T0,
-        "data": user(user_id, T0 + version),
-    });
+    let event = user_changed(event_type, user_id, T0 + version);
     let body = serde_json::to_vec(&event).expect("JSON");
     let timestamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -179,25 +180,6 @@ fn delivery(
         ],
         body,
     }
-}
-
-/// A Clerk user payload of realistic size (two addresses, metadata).
-fn user(id: &str, updated_at: i64) -> Value {
-    json!({
-        "id": id, "object": "user", "first_name": "Ada", "last_name": "Lovelace",
-        "username": null, "image_url": "https://img.clerk.com/ada.png", "external_id": null,
-        "primary_email_address_id": "idn_primary",
-        "email_addresses": [
-            {"id": "idn_other", "object": "email_address", "email_address": "other@example.com",
-             "verification": {"status": "verified"}, "linked_to": []},
-            {"id": "idn_primary", "object": "email_address", "email_address": "ada@example.com",
-             "verification": {"status": "verified"}, "linked_to": []}
-        ],
-        "primary_phone_number_id": null, "phone_numbers": [],
-        "public_metadata": {"plan": "pro"}, "private_metadata": {}, "unsafe_metadata": {},
-        "created_at": T0, "updated_at": updated_at, "last_sign_in_at": null,
-        "two_factor_enabled": false
-    })
 }
 
 async fn send(client: &reqwest::Client, url: &str, delivery: Delivery) -> reqwest::StatusCode {

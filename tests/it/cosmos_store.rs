@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use handler::document::Document;
 use handler::store::{Condition, Store, StoreError};
 use handler::user_id::UserId;
 
@@ -27,12 +26,7 @@ fn id(raw: &str) -> UserId {
     UserId::parse(raw).unwrap()
 }
 
-fn doc(value: Value) -> Document {
-    match value {
-        Value::Object(map) => map,
-        other => panic!("not an object: {other}"),
-    }
-}
+use crate::helpers::object as doc;
 
 #[tokio::test]
 async fn create_read_replace_round_trip_with_etags() {

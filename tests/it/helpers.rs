@@ -14,14 +14,14 @@ use handler::store::Store;
 use handler::store::local::LocalStore;
 use handler::user_id::UserId;
 use handler::verify::Verifier;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tempfile::TempDir;
 use tower::ServiceExt;
 
-/// The secret the tests sign with; also the sample in `local.settings.json.example`.
-pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-/// A second valid secret, for rotation and wrong-secret cases.
-pub const OTHER_SECRET: &str = "whsec_c2Vjb25kIHNlY3JldCBmb3Igcm90YXRpb24=";
+pub use crate::fixtures::{
+    OTHER_SECRET, SECRET, clerk_event, clerk_user, object, user_changed, user_deleted,
+};
+
 pub const TTL_SECONDS: u32 = 30 * 86_400;
 
 pub fn now() -> i64 {
@@ -29,57 +29,6 @@ pub fn now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
-}
-
-/// A Clerk user payload as Clerk sends it, with two addresses of which the second is primary.
-pub fn clerk_user(id: &str, updated_at_ms: i64) -> Value {
-    json!({
-        "id": id,
-        "object": "user",
-        "username": null,
-        "first_name": "Ada",
-        "last_name": "Lovelace",
-        "image_url": "https://img.clerk.com/ada.png",
-        "external_id": null,
-        "primary_email_address_id": "idn_primary",
-        "email_addresses": [
-            {"id": "idn_other", "object": "email_address", "email_address": "other@example.com",
-             "verification": {"status": "verified"}, "linked_to": []},
-            {"id": "idn_primary", "object": "email_address", "email_address": "ada@example.com",
-             "verification": {"status": "verified"}, "linked_to": []}
-        ],
-        "primary_phone_number_id": null,
-        "phone_numbers": [],
-        "public_metadata": {"plan": "pro"},
-        "private_metadata": {"internal": true},
-        "unsafe_metadata": {},
-        "created_at": 1_700_000_000_000i64,
-        "updated_at": updated_at_ms,
-        "last_sign_in_at": null,
-        "two_factor_enabled": false
-    })
-}
-
-/// A Clerk event envelope.
-pub fn clerk_event(event_type: &str, data: Value) -> Value {
-    json!({
-        "data": data,
-        "object": "event",
-        "type": event_type,
-        "timestamp": 1_700_000_000_000i64,
-        "instance_id": "ins_test"
-    })
-}
-
-pub fn user_changed(event_type: &str, id: &str, updated_at_ms: i64) -> Value {
-    clerk_event(event_type, clerk_user(id, updated_at_ms))
-}
-
-pub fn user_deleted(id: &str) -> Value {
-    clerk_event(
-        "user.deleted",
-        json!({"id": id, "object": "user", "deleted": true}),
-    )
 }
 
 /// Svix headers for `body`, signed by the svix crate.

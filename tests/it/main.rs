@@ -3,6 +3,7 @@
 mod bicep;
 mod cosmos_emulator;
 mod cosmos_store;
+mod fixtures;
 mod helpers;
 mod host;
 mod identity_endpoint_double;

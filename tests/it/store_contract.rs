@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use handler::apply::{self, Outcome};
 use handler::clerk::ClerkEvent;
-use handler::document::{self, Document, Kind};
+use handler::document::{self, Kind};
 use handler::store::{Condition, ETag, Store, StoreError};
 use handler::sync::{SkipReason, UserEvent};
 use handler::user_id::UserId;
@@ -64,12 +64,7 @@ fn id(raw: &str) -> UserId {
     UserId::parse(raw).unwrap()
 }
 
-fn doc(value: Value) -> Document {
-    match value {
-        Value::Object(map) => map,
-        other => panic!("not an object: {other}"),
-    }
-}
+use crate::helpers::object as doc;
 
 async fn etag_of(store: &dyn Store, user: &str) -> ETag {
     let (stored, _) = store.read(&id(user)).await.unwrap();

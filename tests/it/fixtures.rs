@@ -1,0 +1,67 @@
+//! Clerk payloads and the signing secret, as plain data: shared by the integration tests and the
+//! benchmarks (which include this file by path).
+
+use serde_json::{Value, json};
+
+/// The secret the tests sign with; also the sample in `local.settings.json.example`.
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+/// A second valid secret, for rotation and wrong-secret cases.
+pub const OTHER_SECRET: &str = "whsec_c2Vjb25kIHNlY3JldCBmb3Igcm90YXRpb24=";
+/// A Clerk user payload as Clerk sends it, with two addresses of which the second is primary.
+pub fn clerk_user(id: &str, updated_at_ms: i64) -> Value {
+    json!({
+        "id": id,
+        "object": "user",
+        "username": null,
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+        "image_url": "https://img.clerk.com/ada.png",
+        "external_id": null,
+        "primary_email_address_id": "idn_primary",
+        "email_addresses": [
+            {"id": "idn_other", "object": "email_address", "email_address": "other@example.com",
+             "verification": {"status": "verified"}, "linked_to": []},
+            {"id": "idn_primary", "object": "email_address", "email_address": "ada@example.com",
+             "verification": {"status": "verified"}, "linked_to": []}
+        ],
+        "primary_phone_number_id": null,
+        "phone_numbers": [],
+        "public_metadata": {"plan": "pro"},
+        "private_metadata": {"internal": true},
+        "unsafe_metadata": {},
+        "created_at": 1_700_000_000_000i64,
+        "updated_at": updated_at_ms,
+        "last_sign_in_at": null,
+        "two_factor_enabled": false
+    })
+}
+
+/// A Clerk event envelope.
+pub fn clerk_event(event_type: &str, data: Value) -> Value {
+    json!({
+        "data": data,
+        "object": "event",
+        "type": event_type,
+        "timestamp": 1_700_000_000_000i64,
+        "instance_id": "ins_test"
+    })
+}
+
+pub fn user_changed(event_type: &str, id: &str, updated_at_ms: i64) -> Value {
+    clerk_event(event_type, clerk_user(id, updated_at_ms))
+}
+
+pub fn user_deleted(id: &str) -> Value {
+    clerk_event(
+        "user.deleted",
+        json!({"id": id, "object": "user", "deleted": true}),
+    )
+}
+
+/// A JSON object as a document.
+pub fn object(value: Value) -> serde_json::Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        other => panic!("not an object: {other}"),
+    }
+}
