@@ -1,5 +1,5 @@
 // clerk-cosmos: everything the `handler` Function App needs, in one resource group, with no keys:
-// every service is reached with the app's managed identity. See docs/deploy.md.
+// every service is reached with the app's managed identity. See "Deploy to Azure" in README.md.
 targetScope = 'resourceGroup'
 
 @description('Azure region for every resource; it must offer Flex Consumption (az functionapp list-flexconsumption-locations) when that is the plan.')
