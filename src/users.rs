@@ -9,10 +9,9 @@ use crate::user_id::UserId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UsersError {
+    /// Missing, deleted, or an id no user can have.
     #[error("no user {0}")]
     NotFound(String),
-    #[error("{0:?} is not a user id: {1}")]
-    InvalidId(String, crate::user_id::UserIdError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error("cannot write the output: {0}")]
@@ -20,7 +19,8 @@ pub enum UsersError {
 }
 
 pub async fn get(store: &dyn Store, id: &str, out: &mut impl Write) -> Result<(), UsersError> {
-    let user_id = UserId::parse(id).map_err(|e| UsersError::InvalidId(id.to_owned(), e))?;
+    let not_found = || UsersError::NotFound(id.to_owned());
+    let user_id = UserId::parse(id).map_err(|_| not_found())?;
     let (stored, _) = store.read(&user_id).await?;
     match stored {
         Some(stored) if document::kind(&stored.document) == Kind::User => {
@@ -29,7 +29,7 @@ pub async fn get(store: &dyn Store, id: &str, out: &mut impl Write) -> Result<()
             writeln!(out)?;
             Ok(())
         }
-        _ => Err(UsersError::NotFound(id.to_owned())),
+        _ => Err(not_found()),
     }
 }
 

@@ -1373,3 +1373,11 @@ fn users_commands_never_create_a_store_and_tell_store_errors_from_not_found() {
     }
     assert!(!missing.exists(), "a users command created the store");
 }
+
+#[tokio::test]
+async fn users_get_of_an_impossible_id_is_not_found() {
+    let handler = HandlerProcess::start(&[]).await;
+    for id in ["a/b", "", "user?x"] {
+        assert_eq!(handler.users_get(id), None, "{id:?}");
+    }
+}
