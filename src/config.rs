@@ -20,6 +20,8 @@ pub const LOG_FORMAT: &str = "LOG_FORMAT";
 pub const CUSTOM_HANDLER_PORT: &str = "FUNCTIONS_CUSTOMHANDLER_PORT";
 /// Set by App Service on every Azure instance.
 pub const WEBSITE_INSTANCE_ID: &str = "WEBSITE_INSTANCE_ID";
+/// Set by App Service on every instance with a managed identity: where its tokens come from.
+pub const IDENTITY_ENDPOINT: &str = "IDENTITY_ENDPOINT";
 
 pub const DEFAULT_PORT: u16 = 7071;
 pub const DEFAULT_BIND: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -90,11 +92,13 @@ pub struct CosmosSettings {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CosmosAuth {
-    /// `COSMOS_ENDPOINT`: an Entra ID token, from the managed identity in Azure (user-assigned
-    /// when `client_id` is set) or from developer tools elsewhere.
+    /// `COSMOS_ENDPOINT`: an Entra ID token, from the managed identity where App Service offers
+    /// one (`IDENTITY_ENDPOINT` set; user-assigned when `client_id` is set), else from developer
+    /// tools (`az` / `azd` login).
     Identity {
         endpoint: String,
         client_id: Option<String>,
+        managed_identity: bool,
     },
     /// `COSMOS_CONNECTION_STRING`: an account key, for the emulator and development.
     Key { endpoint: String, key: Secret },
@@ -244,6 +248,7 @@ fn store_settings(env: &Env) -> Result<StoreSettings, ConfigError> {
         (Some(endpoint), None) => CosmosAuth::Identity {
             endpoint: cosmos_endpoint(COSMOS_ENDPOINT, endpoint)?,
             client_id: env.get(AZURE_CLIENT_ID)?.map(str::to_owned),
+            managed_identity: env.get(IDENTITY_ENDPOINT)?.is_some(),
         },
         (None, Some(connection_string)) => parse_connection_string(connection_string)?,
         (None, None) => {
@@ -382,6 +387,7 @@ mod tests {
             (AZURE_CLIENT_ID, "client-1"),
             (COSMOS_DATABASE_NAME, "db"),
             (WEBSITE_INSTANCE_ID, "abc"),
+            (IDENTITY_ENDPOINT, "http://localhost:8081/msi/token"),
         ]))
         .unwrap();
         assert_eq!(
@@ -390,6 +396,7 @@ mod tests {
                 auth: CosmosAuth::Identity {
                     endpoint: "https://acct.documents.azure.com:443/".into(),
                     client_id: Some("client-1".into()),
+                    managed_identity: true,
                 },
                 database: "db".into(),
                 container: DEFAULT_CONTAINER.into(),

@@ -81,9 +81,9 @@ fn account(auth: &CosmosAuth) -> Result<AccountReference, StoreError> {
         CosmosAuth::Identity {
             endpoint,
             client_id,
+            managed_identity,
         } => {
-            let in_azure = std::env::var_os(credential::IDENTITY_ENDPOINT).is_some();
-            let source = credential::source(in_azure, client_id.as_deref());
+            let source = credential::source(*managed_identity, client_id.as_deref());
             tracing::debug!(?source, "Cosmos DB credential");
             Ok(AccountReference::with_credential(
                 endpoint_url(endpoint)?,

@@ -68,14 +68,19 @@ impl Emulator {
         )])
     }
 
-    /// Settings as the binary loads them from `COSMOS_ENDPOINT` (Entra ID tokens), and
-    /// `AZURE_CLIENT_ID` when given.
+    /// Settings as the binary loads them from `COSMOS_ENDPOINT` (Entra ID tokens),
+    /// `AZURE_CLIENT_ID` when given, and this process's `IDENTITY_ENDPOINT` (which the
+    /// credential itself also reads from the process).
     pub fn identity_settings(client_id: Option<&str>) -> CosmosSettings {
         let client_id = client_id.map(|id| ("AZURE_CLIENT_ID", id.to_owned()));
+        let identity_endpoint = std::env::var("IDENTITY_ENDPOINT")
+            .ok()
+            .map(|endpoint| ("IDENTITY_ENDPOINT", endpoint));
         settings_from(
             [("COSMOS_ENDPOINT", ENDPOINT.to_owned())]
                 .into_iter()
-                .chain(client_id),
+                .chain(client_id)
+                .chain(identity_endpoint),
         )
     }
 

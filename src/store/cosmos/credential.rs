@@ -13,10 +13,6 @@ use azure_identity::{
 
 use crate::store::StoreError;
 
-/// Set by App Service (and so by Azure Functions) on every instance that has a managed identity:
-/// the local endpoint that hands out its tokens.
-pub const IDENTITY_ENDPOINT: &str = "IDENTITY_ENDPOINT";
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Source {
     /// System-assigned without a client id, user-assigned with one.
@@ -26,9 +22,9 @@ pub(super) enum Source {
     DeveloperTools,
 }
 
-/// `in_azure`: whether the identity endpoint is there, i.e. `IDENTITY_ENDPOINT` is set.
-pub(super) fn source(in_azure: bool, client_id: Option<&str>) -> Source {
-    if in_azure {
+/// `managed_identity`: whether App Service offers one (`IDENTITY_ENDPOINT` is set).
+pub(super) fn source(managed_identity: bool, client_id: Option<&str>) -> Source {
+    if managed_identity {
         Source::ManagedIdentity {
             client_id: client_id.map(str::to_owned),
         }
