@@ -10,7 +10,7 @@ use handler::startup;
 use handler::telemetry::{self, Target};
 use handler::users::{self, UsersError};
 
-/// Exit status of `users get` for a missing or deleted user is 1 (`ExitCode::FAILURE`).
+// Exit statuses beside 0 and 1 (`ExitCode::FAILURE`: serving failed, or `users get` found no user).
 /// Configuration refused at startup.
 const EXIT_CONFIG: u8 = 2;
 /// A `users` command could not read the store: distinct from "not found", for scripts.
@@ -44,7 +44,7 @@ fn serve(env: &Env, args: ServeArgs) -> ExitCode {
     telemetry::init(settings.log_format, Target::Stdout, "info");
     match run(startup::serve(settings, serve)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => report(error, 1),
+        Err(error) => report(error, ExitCode::FAILURE),
     }
 }
 
@@ -78,8 +78,8 @@ fn run_users(env: &Env, command: UsersCommand) -> ExitCode {
             eprintln!("handler: no user {id} (missing or deleted)");
             ExitCode::FAILURE
         }
-        Ok(Err(other)) => report(other.into(), EXIT_STORE),
-        Err(error) => report(error, EXIT_STORE),
+        Ok(Err(other)) => report(other.into(), ExitCode::from(EXIT_STORE)),
+        Err(error) => report(error, ExitCode::from(EXIT_STORE)),
     }
 }
 
@@ -97,7 +97,7 @@ fn refuse(errors: &ConfigErrors) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
-fn report(error: anyhow::Error, status: u8) -> ExitCode {
+fn report(error: anyhow::Error, status: ExitCode) -> ExitCode {
     eprintln!("handler: {error:#}");
-    ExitCode::from(status)
+    status
 }
