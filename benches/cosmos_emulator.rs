@@ -24,12 +24,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use fixtures::{SECRET, user_changed, user_deleted};
-use handler::apply;
+use fixtures::{
+    SECRET, clerk_event, clerk_membership, clerk_organization, user_changed, user_deleted,
+};
+use handler::apply::{self, Options};
 use handler::clerk::ClerkEvent;
 use handler::http::{AppState, WEBHOOK_PATH, router};
 use handler::store::Store;
-use handler::sync::UserEvent;
+use handler::sync::Change;
 use handler::verify::Verifier;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -67,17 +69,57 @@ async fn charges_per_event_type() {
         ("delete", user_deleted("user_ru")),
         ("event after delete", changed("user_ru", 3)),
         ("delete of an unknown user", user_deleted("user_unknown")),
+        (
+            "new organization",
+            clerk_event("organization.created", clerk_organization("org_ru", 1)),
+        ),
+        (
+            "new membership",
+            clerk_event(
+                "organizationMembership.created",
+                clerk_membership("orgmem_ru1", "org_ru", "user_ru2", 1),
+            ),
+        ),
+        (
+            "membership update",
+            clerk_event(
+                "organizationMembership.updated",
+                clerk_membership("orgmem_ru1", "org_ru", "user_ru2", 2),
+            ),
+        ),
+        (
+            "second membership",
+            clerk_event(
+                "organizationMembership.created",
+                clerk_membership("orgmem_ru2", "org_ru", "user_ru3", 1),
+            ),
+        ),
+        (
+            "org delete, 2 memberships",
+            clerk_event(
+                "organization.deleted",
+                serde_json::json!({"id": "org_ru", "deleted": true}),
+            ),
+        ),
     ];
-    println!("\n{:<28} {:>11} {:>8}", "event", "round trips", "RU");
+    println!(
+        "\n{:<28} {:>11} {:>8} {:>9}",
+        "event", "round trips", "RU", "cascaded"
+    );
     for (n, (name, event)) in cases.iter().enumerate() {
         let (_, parsed) = ClerkEvent::parse(event.to_string().as_bytes()).expect("an event");
-        let event = UserEvent::from_clerk(&parsed).expect("a user event");
-        let report = apply::apply(&store, event, &format!("msg_ru{n}"), TTL_SECONDS)
+        let change = Change::from_event(&parsed).expect("a handled event");
+        let options = Options {
+            event_id: &format!("msg_ru{n}"),
+            tombstone_ttl_seconds: TTL_SECONDS,
+            guard: None,
+        };
+        let report = apply::apply(&store, change, options)
             .await
             .expect("applied");
         println!(
-            "{name:<28} {:>11} {:>8.2}",
-            report.round_trips, report.request_charge.0
+            "{name:<28} {:>11} {:>8.2} {:>9}",
+            report.tally.round_trips, report.tally.request_charge.0, report.cascaded
         );
     }
 }
@@ -93,6 +135,7 @@ async fn throughput() {
         verifier: Verifier::from_secrets(SECRET).expect("a valid secret"),
         store,
         tombstone_ttl_seconds: TTL_SECONDS,
+        guard: None,
     }));
     println!(
         "\n{:<22} {:>10} {:>13} {:>9} {:>9} {:>9}",

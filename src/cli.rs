@@ -1,12 +1,15 @@
-//! The command line: `handler [serve]`, `handler users get <id>`, `handler users list`.
+//! The command line: `handler [serve]`, the read commands (`users`, `organizations`,
+//! `memberships`), and `handler reconcile`.
 
 use std::net::IpAddr;
 
 use clap::{Args, Parser, Subcommand};
 
-/// Mirrors Clerk users into Azure Cosmos DB from Svix-signed webhooks. Runs as the Azure
-/// Functions custom handler for `ClerkWebhook`, or standalone. Configuration comes from the
-/// environment (see the README); with no Cosmos setting, users are kept in a local store.
+use crate::item::{ItemId, Kind};
+
+/// Mirrors Clerk users, organizations and memberships into Azure Cosmos DB from Svix-signed
+/// webhooks. Runs as the Azure Functions custom handler, or standalone. Configuration comes from
+/// the environment (see the README); with no Cosmos setting, items are kept in a local store.
 #[derive(Debug, Parser)]
 #[command(name = "handler", version, propagate_version = true)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -24,7 +27,13 @@ pub enum Command {
     Serve(ServeArgs),
     /// Read the stored users.
     #[command(subcommand)]
-    Users(UsersCommand),
+    Users(ItemsCommand),
+    /// Read the stored organizations.
+    #[command(subcommand)]
+    Organizations(ItemsCommand),
+    /// Read the stored memberships.
+    #[command(subcommand)]
+    Memberships(MembershipsCommand),
 }
 
 #[derive(Debug, Args, Default)]
@@ -38,12 +47,30 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum UsersCommand {
-    /// Print one user's document as JSON; exits 1 when the user is missing or deleted.
+pub enum ItemsCommand {
+    /// Print one document as JSON; exits 1 when it is missing or deleted.
     Get {
-        /// The Clerk user id, such as user_2abc...
+        /// The Clerk id, such as user_2abc... or org_2abc...
         id: String,
     },
-    /// Print every user document, one JSON object per line.
+    /// Print every document, one JSON object per line.
     List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MembershipsCommand {
+    /// Print memberships, one JSON object per line: all of them, or those of an organization
+    /// and/or a user.
+    List {
+        /// Only this organization's memberships (org_...).
+        #[arg(long, value_parser = id_of(Kind::Organization))]
+        organization: Option<ItemId>,
+        /// Only this user's memberships (user_...).
+        #[arg(long, value_parser = id_of(Kind::User))]
+        user: Option<ItemId>,
+    },
+}
+
+fn id_of(kind: Kind) -> impl Fn(&str) -> Result<ItemId, String> + Clone + Send + Sync + 'static {
+    move |raw| ItemId::parse_as(kind, raw).map_err(|e| e.to_string())
 }

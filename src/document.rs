@@ -1,87 +1,130 @@
-//! The stored item: a user document (camelCase, one per user) or a tombstone left by a delete.
+//! The stored items: a user, organization or membership document (camelCase, one per Clerk
+//! object), or a tombstone left by a delete.
 //!
 //! Documents are kept as JSON objects rather than structs so that fields the application adds
 //! (favorites, roles, anything) survive every update untouched.
 
 use serde_json::{Map, Value, json};
 
-use crate::clerk::UserSnapshot;
-use crate::user_id::UserId;
+use crate::clerk::Snapshot;
+use crate::item::{ItemRef, Kind};
 
 pub type Document = Map<String, Value>;
 
-pub const USER_TYPE: &str = "user";
 pub const TOMBSTONE_TYPE: &str = "tombstone";
 /// The role a user gets when first stored; afterwards the application owns it.
 pub const INITIAL_ROLE: &str = "USER";
 
-/// What a stored item is. Anything not marked as a tombstone counts as a user.
+/// What a stored item is, as far as the sync decision cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    User,
-    Tombstone,
+pub enum State {
+    /// A document of `kind` (`None`: written by something else, with no `type` the handler
+    /// knows), at Clerk version `clerk_updated_at`.
+    Live {
+        kind: Option<Kind>,
+        clerk_updated_at: i64,
+    },
+    /// A deleted item. `of` is `None` on tombstones written before they recorded it.
+    Tombstone { of: Option<Kind> },
 }
 
-pub fn kind(document: &Document) -> Kind {
-    match document.get("type").and_then(Value::as_str) {
-        Some(TOMBSTONE_TYPE) => Kind::Tombstone,
-        _ => Kind::User,
+impl State {
+    pub fn is_tombstone(self) -> bool {
+        matches!(self, Self::Tombstone { .. })
+    }
+
+    /// Whether this is a live document of `kind`: what the `get` and `list` commands show.
+    pub fn is_live(self, kind: Kind) -> bool {
+        matches!(self, Self::Live { kind: Some(k), .. } if k == kind)
     }
 }
 
-/// The stored ordering key; a document without one (written by something else) is older than
-/// any event.
-pub fn clerk_updated_at(document: &Document) -> i64 {
-    document
-        .get("clerkUpdatedAt")
-        .and_then(Value::as_i64)
-        .unwrap_or(i64::MIN)
+/// Reads the state of a stored document (or of a projection holding `type`, `of` and
+/// `clerkUpdatedAt`).
+pub fn state(document: &Document) -> State {
+    let text = |field: &str| document.get(field).and_then(Value::as_str);
+    match text("type") {
+        Some(TOMBSTONE_TYPE) => State::Tombstone {
+            of: text("of").and_then(Kind::from_type),
+        },
+        other => State::Live {
+            kind: other.and_then(Kind::from_type),
+            // A document without one (written by something else) is older than any event.
+            clerk_updated_at: document
+                .get("clerkUpdatedAt")
+                .and_then(Value::as_i64)
+                .unwrap_or(i64::MIN),
+        },
+    }
 }
 
-/// The document for a user seen for the first time.
-pub fn new_user(user: &UserSnapshot, event_id: &str) -> Document {
+/// The document for an object seen for the first time.
+pub fn new_item(snapshot: &Snapshot, event_id: &str) -> Document {
     let mut document = Document::new();
-    document.insert("role".into(), INITIAL_ROLE.into());
-    overwrite_owned_fields(&mut document, user, event_id);
+    if let Snapshot::User(_) = snapshot {
+        document.insert("role".into(), INITIAL_ROLE.into());
+    }
+    document.extend(owned_fields(snapshot, event_id));
     document
 }
 
-/// The stored document with every field the handler owns replaced; the rest (including `role`)
-/// kept as the application left it.
-pub fn updated_user(stored: &Document, user: &UserSnapshot, event_id: &str) -> Document {
+/// The stored document with every field the handler owns replaced; the rest (including a
+/// user's `role`) kept as the application left it.
+pub fn updated_item(stored: &Document, snapshot: &Snapshot, event_id: &str) -> Document {
     let mut document = stored.clone();
-    overwrite_owned_fields(&mut document, user, event_id);
+    document.extend(owned_fields(snapshot, event_id));
     document
 }
 
-fn overwrite_owned_fields(document: &mut Document, user: &UserSnapshot, event_id: &str) {
-    let owned = json!({
-        "id": user.id.as_str(),
-        "type": USER_TYPE,
-        "email": user.email,
-        "emailAddresses": user.email_addresses,
-        "phoneNumber": user.phone_number,
-        "firstName": user.first_name,
-        "lastName": user.last_name,
-        "username": user.username,
-        "imageUrl": user.image_url,
-        "externalId": user.external_id,
-        "publicMetadata": user.public_metadata,
-        "createdAt": user.created_at,
-        "updatedAt": user.updated_at,
-        "clerkUpdatedAt": user.updated_at_ms,
-        "lastSignInAt": user.last_sign_in_at,
-        "lastEventId": event_id,
+/// The fields each kind of document takes from Clerk: the SPEC's document tables.
+fn owned_fields(snapshot: &Snapshot, event_id: &str) -> Document {
+    let times = snapshot.times();
+    let mut fields = object(match snapshot {
+        Snapshot::User(user) => json!({
+            "email": user.email,
+            "emailAddresses": user.email_addresses,
+            "phoneNumber": user.phone_number,
+            "firstName": user.first_name,
+            "lastName": user.last_name,
+            "username": user.username,
+            "imageUrl": user.image_url,
+            "externalId": user.external_id,
+            "publicMetadata": user.public_metadata,
+            "lastSignInAt": user.last_sign_in_at,
+        }),
+        Snapshot::Organization(organization) => json!({
+            "name": organization.name,
+            "slug": organization.slug,
+            "imageUrl": organization.image_url,
+            "publicMetadata": organization.public_metadata,
+            "createdBy": organization.created_by,
+        }),
+        Snapshot::Membership(membership) => json!({
+            "organizationId": membership.organization_id.as_str(),
+            "userId": membership.user_id.as_str(),
+            "role": membership.role,
+            "permissions": membership.permissions,
+            "publicMetadata": membership.public_metadata,
+        }),
     });
-    document.extend(object(owned));
+    fields.extend(object(json!({
+        "id": snapshot.id().as_str(),
+        "type": snapshot.kind().as_str(),
+        "createdAt": times.created_at,
+        "updatedAt": times.updated_at,
+        "clerkUpdatedAt": times.updated_at_ms,
+        "lastEventId": event_id,
+    })));
+    fields
 }
 
-/// What is left of a deleted user: no personal data, and a per-item `ttl` (seconds) after which
-/// the store forgets it.
-pub fn tombstone(id: &UserId, event_id: &str, deleted_at: &str, ttl_seconds: u32) -> Document {
+/// What is left of a deleted item: no personal data, what it was, and a per-item `ttl`
+/// (seconds) after which the store forgets it.
+pub fn tombstone(item: &ItemRef, event_id: &str, deleted_at: &str, ttl_seconds: u32) -> Document {
     object(json!({
-        "id": id.as_str(),
+        "id": item.id.as_str(),
         "type": TOMBSTONE_TYPE,
+        "of": item.kind.as_str(),
         "deletedAt": deleted_at,
         "lastEventId": event_id,
         "ttl": ttl_seconds,

@@ -7,6 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::apply::ApplyError;
 use crate::store::StoreError;
 
 /// How long Svix (or any caller) is asked to wait when the store gave no hint.
@@ -69,6 +70,19 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<ApplyError> for ApiError {
+    fn from(error: ApplyError) -> Self {
+        match error {
+            ApplyError::Store(error) => error.into(),
+            ApplyError::Conflict(conflict) => Self::BadRequest(conflict.to_string()),
+            ApplyError::Clerk(error) => Self::Unavailable {
+                reason: error.reason,
+                retry_after: error.retry_after,
+            },
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -77,7 +91,7 @@ impl IntoResponse for ApiError {
                 tracing::error!(detail, "internal error");
                 "internal error".to_owned()
             }
-            Self::Unavailable { .. } => "store unavailable, retry later".to_owned(),
+            Self::Unavailable { .. } => "temporarily unavailable, retry later".to_owned(),
             other => other.to_string(),
         };
         let mut response = (status, Json(json!({ "error": message }))).into_response();

@@ -15,11 +15,12 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 use tokio::time::{Instant, timeout_at};
 
-use crate::apply::{self, Outcome};
+use crate::apply::{self, Guard, Options, Outcome, Tally};
 use crate::clerk::ClerkEvent;
 use crate::error::ApiError;
-use crate::store::{RequestCharge, Store};
-use crate::sync::UserEvent;
+use crate::item::{ItemRef, Kind};
+use crate::store::Store;
+use crate::sync::Change;
 use crate::verify::Verifier;
 
 pub const WEBHOOK_PATH: &str = "/api/ClerkWebhook";
@@ -34,6 +35,8 @@ pub struct AppState {
     pub verifier: Verifier,
     pub store: Arc<dyn Store>,
     pub tombstone_ttl_seconds: u32,
+    /// The resurrection guard, when the Clerk Backend API is configured.
+    pub guard: Option<Arc<dyn Guard>>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -64,9 +67,20 @@ enum Accepted {
 struct DeliveryLog {
     event_id: Option<String>,
     event_type: Option<String>,
-    user_id: Option<String>,
-    request_charge: RequestCharge,
-    round_trips: u32,
+    item: Option<ItemRef>,
+    cascaded: u32,
+    tally: Tally,
+}
+
+impl DeliveryLog {
+    /// The item's id under the field its kind is searched by: `user_id`, `organization_id` or
+    /// `membership_id`.
+    fn id_of(&self, kind: Kind) -> Option<&str> {
+        self.item
+            .as_ref()
+            .filter(|item| item.kind == kind)
+            .map(|item| item.id.as_str())
+    }
 }
 
 async fn webhook(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
@@ -84,12 +98,15 @@ async fn webhook(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
     tracing::info!(
         event_id = log.event_id.as_deref(),
         event_type = log.event_type.as_deref(),
-        user_id = log.user_id.as_deref(),
+        user_id = log.id_of(Kind::User),
+        organization_id = log.id_of(Kind::Organization),
+        membership_id = log.id_of(Kind::Membership),
         outcome,
         status = status.as_u16(),
         latency_ms = started.elapsed().as_millis() as u64,
-        request_charge = log.request_charge.0,
-        round_trips = log.round_trips,
+        cascaded = log.cascaded,
+        request_charge = log.tally.request_charge.0,
+        round_trips = log.tally.round_trips,
         "delivery"
     );
     match result {
@@ -128,25 +145,28 @@ async fn deliver(
     let (event_type, event) =
         ClerkEvent::parse(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     log.event_type = Some(event_type);
-    let Some(event) = UserEvent::from_clerk(&event) else {
+    let Some(change) = Change::from_event(&event) else {
         return Ok(Accepted::Ignored);
     };
-    log.user_id = Some(event.user_id().to_string());
+    log.item = Some(ItemRef {
+        kind: change.kind(),
+        id: change.id().clone(),
+    });
 
-    let applying = apply::apply(
-        state.store.as_ref(),
-        event,
-        &event_id,
-        state.tombstone_ttl_seconds,
-    );
+    let options = Options {
+        event_id: &event_id,
+        tombstone_ttl_seconds: state.tombstone_ttl_seconds,
+        guard: state.guard.as_deref(),
+    };
+    let applying = apply::apply(state.store.as_ref(), change, options);
     let report = timeout_at(deadline, applying)
         .await
         .map_err(|_| ApiError::Unavailable {
             reason: "store did not answer in time".into(),
             retry_after: None,
         })??;
-    log.request_charge = report.request_charge;
-    log.round_trips = report.round_trips;
+    log.tally = report.tally;
+    log.cascaded = report.cascaded;
     Ok(Accepted::Stored(report.outcome))
 }
 

@@ -1,20 +1,28 @@
 //! The `handler` binary: parse the command line and configuration, then serve or answer a
-//! `users` command.
+//! command.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use handler::cli::{Cli, Command, ServeArgs, UsersCommand};
+use handler::cli::{Cli, Command, ItemsCommand, MembershipsCommand, ServeArgs};
 use handler::config::{ConfigErrors, Env, ServeSettings, Settings, StoreSettings};
+use handler::item::Kind;
+use handler::items::{self, ItemsError};
 use handler::startup;
+use handler::store::ListFilter;
 use handler::telemetry::{self, Target};
-use handler::users::{self, UsersError};
 
-// Exit statuses beside 0 and 1 (`ExitCode::FAILURE`: serving failed, or `users get` found no user).
+// Exit statuses beside 0 and 1 (`ExitCode::FAILURE`: serving failed, or `get` found nothing).
 /// Configuration refused at startup.
 const EXIT_CONFIG: u8 = 2;
-/// A `users` command could not read the store: distinct from "not found", for scripts.
+/// A command could not read the store: distinct from "not found", for scripts.
 const EXIT_STORE: u8 = 3;
+
+/// What a read command asks of the store.
+enum Read {
+    Get(Kind, String),
+    List(ListFilter),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -22,7 +30,25 @@ fn main() -> ExitCode {
     match cli.command {
         None => serve(&env, cli.serve),
         Some(Command::Serve(args)) => serve(&env, args),
-        Some(Command::Users(command)) => run_users(&env, command),
+        Some(Command::Users(command)) => run_read(&env, items_read(Kind::User, command)),
+        Some(Command::Organizations(command)) => {
+            run_read(&env, items_read(Kind::Organization, command))
+        }
+        Some(Command::Memberships(MembershipsCommand::List { organization, user })) => {
+            let filter = ListFilter {
+                organization_id: organization,
+                user_id: user,
+                ..ListFilter::all(Kind::Membership)
+            };
+            run_read(&env, Read::List(filter))
+        }
+    }
+}
+
+fn items_read(kind: Kind, command: ItemsCommand) -> Read {
+    match command {
+        ItemsCommand::Get { id } => Read::Get(kind, id),
+        ItemsCommand::List => Read::List(ListFilter::all(kind)),
     }
 }
 
@@ -48,7 +74,7 @@ fn serve(env: &Env, args: ServeArgs) -> ExitCode {
     }
 }
 
-fn run_users(env: &Env, command: UsersCommand) -> ExitCode {
+fn run_read(env: &Env, read: Read) -> ExitCode {
     let settings = match Settings::load(env) {
         Ok(settings) => settings,
         Err(errors) => return refuse(&errors),
@@ -65,17 +91,17 @@ fn run_users(env: &Env, command: UsersCommand) -> ExitCode {
             );
         }
         let store = startup::open_store(&settings.store)?;
-        let mut stdout = std::io::stdout().lock();
-        let result = match command {
-            UsersCommand::Get { id } => users::get(store.as_ref(), &id, &mut stdout).await,
-            UsersCommand::List => users::list(store.as_ref(), &mut stdout).await,
+        let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+        let result = match read {
+            Read::Get(kind, id) => items::get(store.as_ref(), kind, &id, &mut stdout).await,
+            Read::List(filter) => items::list(store.as_ref(), filter, &mut stdout).await,
         };
         Ok::<_, anyhow::Error>(result)
     });
     match outcome {
         Ok(Ok(())) => ExitCode::SUCCESS,
-        Ok(Err(UsersError::NotFound(id))) => {
-            eprintln!("handler: no user {id} (missing or deleted)");
+        Ok(Err(ItemsError::NotFound { kind, id })) => {
+            eprintln!("handler: no {kind} {id} (missing or deleted)");
             ExitCode::FAILURE
         }
         Ok(Err(other)) => report(other.into(), ExitCode::from(EXIT_STORE)),

@@ -17,6 +17,7 @@ pub async fn serve(settings: Settings, serve: ServeSettings) -> anyhow::Result<(
         verifier: serve.verifier,
         store,
         tombstone_ttl_seconds: settings.tombstone_ttl_seconds,
+        guard: None,
     });
     let address = SocketAddr::new(serve.bind, serve.port);
     let listener = TcpListener::bind(address)

@@ -16,28 +16,30 @@ use async_trait::async_trait;
 use azure_core::credentials::Secret;
 use azure_data_cosmos::diagnostics::DiagnosticsContext;
 use azure_data_cosmos::options::{ItemWriteOptions, Precondition};
-use azure_data_cosmos::{AccountEndpoint, AccountReference, CosmosError, CosmosRuntime, FeedScope};
-use futures::TryStreamExt;
+use azure_data_cosmos::{
+    AccountEndpoint, AccountReference, CosmosError, CosmosRuntime, FeedScope, Query,
+};
+use futures::{StreamExt, TryStreamExt};
 use serde_json::Value;
 
 use self::connection::{Connection, OPERATION_TIMEOUT, Target};
 use crate::config::{CosmosAuth, CosmosSettings};
-use crate::document::{self, Document, Kind};
-use crate::store::{Condition, ETag, RequestCharge, Store, StoreError, Stored};
-use crate::user_id::UserId;
+use crate::document::{self, Document, State};
+use crate::item::ItemId;
+use crate::store::{Condition, ETag, Items, ListFilter, RequestCharge, Store, StoreError, Stored};
 
 /// How long a delivery waits for the client to finish connecting before it answers 503.
 const CONNECT_WAIT: Duration = Duration::from_secs(4);
-/// `handler users list` is run by a person, who would rather wait for a cold sign-in.
+/// Listings and reconcile are run by a person or a timer, which would rather wait for a cold
+/// sign-in.
 const LIST_CONNECT_WAIT: Duration = Duration::from_secs(30);
 /// Past the SDK's own end-to-end budget, in case a stage it does not time (such as a token
 /// request) hangs.
 const OPERATION_BACKSTOP: Duration = OPERATION_TIMEOUT.saturating_add(Duration::from_millis(500));
 /// Properties Cosmos adds to every item; the ETag is handed back separately.
 const SYSTEM_PROPERTIES: [&str; 5] = ["_rid", "_self", "_etag", "_attachments", "_ts"];
-/// Every item; tombstones are left out as they arrive, by the same rule as `document::kind`, so
-/// that an item without a `type` still counts as a user.
-const LIST_QUERY: &str = "SELECT * FROM c";
+/// Only what `document::state` reads, so that reconcile's scan of every item costs little.
+const STATES_QUERY: &str = "SELECT c.id, c.type, c.of, c.clerkUpdatedAt FROM c";
 
 pub struct CosmosStore {
     connection: Connection,
@@ -101,7 +103,7 @@ fn endpoint_url(endpoint: &str) -> Result<AccountEndpoint, StoreError> {
 
 #[async_trait]
 impl Store for CosmosStore {
-    async fn read(&self, id: &UserId) -> Result<(Option<Stored>, RequestCharge), StoreError> {
+    async fn read(&self, id: &ItemId) -> Result<(Option<Stored>, RequestCharge), StoreError> {
         let container = self.connection.container(CONNECT_WAIT).await?;
         let result = bounded(
             "read",
@@ -139,7 +141,7 @@ impl Store for CosmosStore {
 
     async fn write(
         &self,
-        id: &UserId,
+        id: &ItemId,
         document: &Document,
         condition: &Condition,
     ) -> Result<RequestCharge, StoreError> {
@@ -171,26 +173,62 @@ impl Store for CosmosStore {
         }
     }
 
-    async fn list_users(&self) -> Result<Vec<Document>, StoreError> {
-        let container = self.connection.container(LIST_CONNECT_WAIT).await?;
-        let classify = |error: CosmosError| errors::classify("list", &error);
-        let items: Vec<Document> = container
-            .query_items::<Document>(LIST_QUERY, FeedScope::full_container(), None)
-            .await
-            .map_err(classify)?
-            .try_collect()
-            .await
-            .map_err(classify)?;
-        Ok(items
-            .into_iter()
-            .filter(|item| document::kind(item) == Kind::User)
-            .map(|item| without_system_properties(item).0)
-            .collect())
+    fn list(&self, filter: ListFilter) -> Items<'_, Document> {
+        let mut query = Query::from("SELECT * FROM c WHERE c.type = @type")
+            .with_parameter("@type", filter.kind.as_str());
+        let links = [
+            ("organizationId", "@organization", filter.organization_id),
+            ("userId", "@user", filter.user_id),
+        ];
+        for (field, parameter, value) in links {
+            if let Some(value) = value {
+                query = query.and_then(|q| {
+                    q.append_text(&format!(" AND c.{field} = {parameter}"))
+                        .with_parameter(parameter, value.as_str())
+                });
+            }
+        }
+        self.query(query)
+            .map_ok(|item: Document| without_system_properties(item).0)
+            .boxed()
+    }
+
+    fn states(&self) -> Items<'_, (String, State)> {
+        self.query(Ok(Query::from(STATES_QUERY)))
+            .and_then(|item: Document| async move {
+                match item.get("id").and_then(Value::as_str) {
+                    Some(id) => Ok((id.to_owned(), document::state(&item))),
+                    None => Err(StoreError::Rejected(
+                        "an item came back without an id".into(),
+                    )),
+                }
+            })
+            .boxed()
     }
 }
 
-/// Each user is its own logical partition, keyed by its id (the container's `/id`).
-fn partition_key(id: &UserId) -> String {
+impl CosmosStore {
+    /// Every page of a cross-partition query, item by item.
+    fn query<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        query: azure_data_cosmos::Result<Query>,
+    ) -> Items<'_, T> {
+        let classify = |error: CosmosError| errors::classify("query", &error);
+        futures::stream::once(async move {
+            let container = self.connection.container(LIST_CONNECT_WAIT).await?;
+            container
+                .query_items::<T>(query.map_err(classify)?, FeedScope::full_container(), None)
+                .await
+                .map_err(classify)
+        })
+        .map_ok(move |items| items.map_err(classify))
+        .try_flatten()
+        .boxed()
+    }
+}
+
+/// Each item is its own logical partition, keyed by its id (the container's `/id`).
+fn partition_key(id: &ItemId) -> String {
     id.as_str().to_owned()
 }
 
@@ -214,7 +252,7 @@ fn lost_race(condition: &Condition, error: &CosmosError) -> bool {
     }
 }
 
-fn failed(operation: &str, id: &UserId, error: &CosmosError) -> StoreError {
+fn failed(operation: &str, id: &ItemId, error: &CosmosError) -> StoreError {
     log(operation, id, error_charge(error), "failed");
     errors::classify(operation, error)
 }
@@ -230,10 +268,10 @@ fn error_charge(error: &CosmosError) -> RequestCharge {
         .map_or_else(RequestCharge::default, |d| charge(&d))
 }
 
-fn log(operation: &str, id: &UserId, charge: RequestCharge, outcome: &str) {
+fn log(operation: &str, id: &ItemId, charge: RequestCharge, outcome: &str) {
     tracing::debug!(
         operation,
-        user_id = %id,
+        item_id = %id,
         request_charge = charge.0,
         outcome,
         "cosmos"

@@ -4,17 +4,18 @@
 //! fsynced transaction (a crash never leaves half a user), conditional writes are one statement,
 //! and WAL lets `handler users get/list` read from another process while the server writes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
+use futures::StreamExt;
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row, params};
 use serde_json::Value;
 
-use super::{Condition, ETag, RequestCharge, Store, StoreError, Stored};
-use crate::document::{self, Document, Kind};
-use crate::user_id::UserId;
+use super::{Condition, ETag, Items, ListFilter, RequestCharge, Store, StoreError, Stored};
+use crate::document::{self, Document, State};
+use crate::item::{ItemId, Kind};
 
 /// How long a write waits for another process holding the database lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -28,11 +29,18 @@ CREATE TABLE IF NOT EXISTS items (
     -- A random version per write: the ETag. Random rather than a counter so that an id whose
     -- row was purged and written again never repeats a version a slow writer still holds.
     version    INTEGER NOT NULL,
+    -- Whether the document is a user; kept so that stores written by earlier versions (which
+    -- listed users by it) stay valid. Listings now go by the document's `type`.
     is_user    INTEGER NOT NULL,
     -- Epoch milliseconds after which the item is gone, from its `ttl`; NULL for never.
     expires_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS items_expires_at ON items (expires_at) WHERE expires_at IS NOT NULL;
+-- The membership lookups of a cascade and of `memberships list`.
+CREATE INDEX IF NOT EXISTS items_organization ON items (json_extract(document, '$.organizationId'))
+    WHERE json_extract(document, '$.organizationId') IS NOT NULL;
+CREATE INDEX IF NOT EXISTS items_user ON items (json_extract(document, '$.userId'))
+    WHERE json_extract(document, '$.userId') IS NOT NULL;
 ";
 
 /// A row is live while it has no expiry or its expiry is still ahead.
@@ -40,6 +48,9 @@ const LIVE: &str = "(expires_at IS NULL OR expires_at > :now)";
 
 pub struct LocalStore {
     inner: Arc<Inner>,
+    /// Scans open their own read-only connection here, so that a long listing never holds the
+    /// lock writes wait on.
+    path: PathBuf,
 }
 
 struct Inner {
@@ -74,7 +85,51 @@ impl LocalStore {
         };
         Ok(Self {
             inner: Arc::new(inner),
+            path: path.to_owned(),
         })
+    }
+
+    /// Streams `sql`'s rows, each mapped by `row`, from a read-only connection on a blocking
+    /// thread; at most a few hundred rows are buffered however many there are.
+    fn scan<T: Send + 'static>(
+        &self,
+        sql: String,
+        parameters: Vec<(&'static str, Option<String>)>,
+        row: fn(&Row<'_>) -> Result<T, StoreError>,
+    ) -> Items<'static, T> {
+        let (sender, receiver) = tokio::sync::mpsc::channel(256);
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let scanned = (|| {
+                let connection =
+                    Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+                        .map_err(classify)?;
+                connection.busy_timeout(BUSY_TIMEOUT).map_err(classify)?;
+                let mut statement = connection.prepare(&sql).map_err(classify)?;
+                let now = now_ms().to_string();
+                let mut bound: Vec<(&str, &dyn rusqlite::ToSql)> = vec![(":now", &now)];
+                bound.extend(
+                    parameters
+                        .iter()
+                        .map(|(name, value)| (*name, value as &dyn rusqlite::ToSql)),
+                );
+                let mut rows = statement.query(bound.as_slice()).map_err(classify)?;
+                while let Some(found) = rows.next().map_err(classify)? {
+                    if sender.blocking_send(row(found)).is_err() {
+                        // The reader went away: stop scanning.
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            })();
+            if let Err(error) = scanned {
+                let _ = sender.blocking_send(Err(error));
+            }
+        });
+        futures::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|item| (item, receiver))
+        })
+        .boxed()
     }
 
     /// Runs blocking SQLite work off the async threads.
@@ -128,7 +183,7 @@ impl Inner {
 
 #[async_trait]
 impl Store for LocalStore {
-    async fn read(&self, id: &UserId) -> Result<(Option<Stored>, RequestCharge), StoreError> {
+    async fn read(&self, id: &ItemId) -> Result<(Option<Stored>, RequestCharge), StoreError> {
         let id = id.clone();
         let stored = self
             .blocking(move |inner| {
@@ -155,14 +210,14 @@ impl Store for LocalStore {
 
     async fn write(
         &self,
-        id: &UserId,
+        id: &ItemId,
         document: &Document,
         condition: &Condition,
     ) -> Result<RequestCharge, StoreError> {
         let id = id.clone();
         let json = serde_json::to_string(document)
             .map_err(|e| StoreError::Rejected(format!("cannot serialize document: {e}")))?;
-        let is_user = document::kind(document) == Kind::User;
+        let is_user = document::state(document).is_live(Kind::User);
         let ttl_ms = document
             .get("ttl")
             .and_then(Value::as_i64)
@@ -207,23 +262,34 @@ impl Store for LocalStore {
         .await
     }
 
-    async fn list_users(&self) -> Result<Vec<Document>, StoreError> {
-        self.blocking(|inner| {
-            let connection = inner.connection();
-            let mut statement = connection
-                .prepare(&format!(
-                    "SELECT document FROM items WHERE is_user = 1 AND {LIVE} ORDER BY id"
-                ))
-                .map_err(classify)?;
-            let rows = statement
-                .query_map(rusqlite::named_params! {":now": now_ms()}, |row| {
-                    row.get::<_, String>(0)
-                })
-                .map_err(classify)?;
-            rows.map(|json| parse_document(&json.map_err(classify)?))
-                .collect()
+    fn list(&self, filter: ListFilter) -> Items<'_, Document> {
+        let sql = format!(
+            "SELECT document FROM items
+             WHERE json_extract(document, '$.type') = :type AND {LIVE}
+               AND (:organization IS NULL OR json_extract(document, '$.organizationId') = :organization)
+               AND (:user IS NULL OR json_extract(document, '$.userId') = :user)
+             ORDER BY id"
+        );
+        let parameters = vec![
+            (":type", Some(filter.kind.as_str().to_owned())),
+            (
+                ":organization",
+                filter.organization_id.map(|id| id.as_str().to_owned()),
+            ),
+            (":user", filter.user_id.map(|id| id.as_str().to_owned())),
+        ];
+        self.scan(sql, parameters, |row| {
+            parse_document(&row.get::<_, String>(0).map_err(classify)?)
         })
-        .await
+    }
+
+    fn states(&self) -> Items<'_, (String, State)> {
+        let sql = format!("SELECT id, document FROM items WHERE {LIVE}");
+        self.scan(sql, Vec::new(), |row| {
+            let id: String = row.get(0).map_err(classify)?;
+            let document = parse_document(&row.get::<_, String>(1).map_err(classify)?)?;
+            Ok((id, document::state(&document)))
+        })
     }
 }
 

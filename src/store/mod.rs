@@ -1,8 +1,9 @@
-//! Storage: one small trait over "read an item by id" and "write it if nothing changed since".
+//! Storage: one small trait over "read an item by id", "write it if nothing changed since", and
+//! two streamed scans (live documents of a kind, and every item's state for reconcile).
 //!
-//! Both implementations keep the same items (user documents and tombstones, see `document`) and
-//! the same semantics: point reads by id, conditional writes, tombstones that expire by their
-//! `ttl` and read as absent once expired.
+//! Both implementations keep the same items (user, organization and membership documents and
+//! tombstones, see `document`) and the same semantics: point reads by id, conditional writes,
+//! tombstones that expire by their `ttl` and read as absent once expired.
 
 use std::fmt;
 use std::ops::AddAssign;
@@ -10,10 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::stream::BoxStream;
 
 use crate::config::StoreSettings;
-use crate::document::Document;
-use crate::user_id::UserId;
+use crate::document::{Document, State};
+use crate::item::{ItemId, Kind};
 
 pub mod cosmos;
 pub mod local;
@@ -86,22 +88,49 @@ impl StoreError {
     }
 }
 
+/// Which live documents a listing returns: every one of `kind`, or only the memberships of an
+/// organization and/or a user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListFilter {
+    pub kind: Kind,
+    pub organization_id: Option<ItemId>,
+    pub user_id: Option<ItemId>,
+}
+
+impl ListFilter {
+    pub fn all(kind: Kind) -> Self {
+        Self {
+            kind,
+            organization_id: None,
+            user_id: None,
+        }
+    }
+}
+
+/// A stream of results that ends at the first error.
+pub type Items<'a, T> = BoxStream<'a, Result<T, StoreError>>;
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// The item stored under `id`; `None` when there is none or only an expired tombstone.
-    async fn read(&self, id: &UserId) -> Result<(Option<Stored>, RequestCharge), StoreError>;
+    async fn read(&self, id: &ItemId) -> Result<(Option<Stored>, RequestCharge), StoreError>;
 
     /// Stores `document` under `id` if `condition` holds, else `StoreError::ConditionFailed`.
     /// A document with a numeric `ttl` (seconds) expires that long after this write.
     async fn write(
         &self,
-        id: &UserId,
+        id: &ItemId,
         document: &Document,
         condition: &Condition,
     ) -> Result<RequestCharge, StoreError>;
 
-    /// Every user document (tombstones left out), in no particular order.
-    async fn list_users(&self) -> Result<Vec<Document>, StoreError>;
+    /// The live documents `filter` selects (tombstones left out), streamed in no particular
+    /// order: memory does not grow with their number.
+    fn list(&self, filter: ListFilter) -> Items<'_, Document>;
+
+    /// Every item's id and state, tombstones included, streamed: what reconcile compares with
+    /// Clerk.
+    fn states(&self) -> Items<'_, (String, State)>;
 }
 
 /// The store the settings select. Returns at once: a remote store connects in the background.

@@ -167,12 +167,13 @@ impl Observer {
     }
 }
 
-/// One item request as the emulator received it: `GET` is a point read, `POST` a create, `PUT`
-/// a replace.
+/// One item request as the emulator received it: `GET` is a point read, `POST` a create (or,
+/// with `query`, one request of a query), `PUT` a replace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ItemRequest {
     pub method: Method,
     pub if_match: bool,
+    pub query: bool,
 }
 
 /// Counts the requests that reach the emulator, which is what a real account would see.
@@ -199,6 +200,10 @@ impl RequestObserver for RequestLog {
                     .headers()
                     .get_optional_str(&"if-match".into())
                     .is_some(),
+                query: request
+                    .headers()
+                    .get_optional_str(&"x-ms-documentdb-isquery".into())
+                    .is_some_and(|v| v.eq_ignore_ascii_case("true")),
             });
         }
     }

@@ -65,3 +65,55 @@ pub fn object(value: Value) -> serde_json::Map<String, Value> {
         other => panic!("not an object: {other}"),
     }
 }
+
+/// A Clerk organization payload as Clerk sends it.
+pub fn clerk_organization(id: &str, updated_at_ms: i64) -> Value {
+    json!({
+        "object": "organization",
+        "id": id,
+        "name": "Acme",
+        "slug": "acme",
+        "image_url": "https://img.clerk.com/acme.png",
+        "has_image": true,
+        "members_count": 1,
+        "pending_invitations_count": 0,
+        "max_allowed_memberships": 5,
+        "admin_delete_enabled": true,
+        "public_metadata": {"tier": "gold"},
+        "private_metadata": {"billing": "secret"},
+        "created_by": "user_creator",
+        "created_at": 1_700_000_000_000i64,
+        "updated_at": updated_at_ms
+    })
+}
+
+/// A Clerk organization membership payload as Clerk sends it: the whole organization nested,
+/// and the member's public data.
+pub fn clerk_membership(
+    id: &str,
+    organization_id: &str,
+    user_id: &str,
+    updated_at_ms: i64,
+) -> Value {
+    json!({
+        "object": "organization_membership",
+        "id": id,
+        "role": "org:member",
+        "role_name": "Member",
+        "permissions": ["org:sys_memberships:read"],
+        "public_metadata": {},
+        "private_metadata": {"note": "secret"},
+        "organization": clerk_organization(organization_id, 1_700_000_000_000),
+        "public_user_data": {
+            "user_id": user_id,
+            "first_name": "Ada",
+            "last_name": "Lovelace",
+            "profile_image_url": "https://img.clerk.com/ada.png",
+            "image_url": "https://img.clerk.com/ada.png",
+            "has_image": true,
+            "identifier": "ada@example.com"
+        },
+        "created_at": 1_700_000_000_000i64,
+        "updated_at": updated_at_ms
+    })
+}

@@ -8,18 +8,22 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use handler::document::{self, Document, Kind};
+use handler::apply::{self, ApplyError, Options, Report};
+use handler::clerk::ClerkEvent;
+use handler::document::{self, Document};
 use handler::http::{AppState, router};
+use handler::item::{ItemId, Kind};
 use handler::store::Store;
 use handler::store::local::LocalStore;
-use handler::user_id::UserId;
+use handler::sync::Change;
 use handler::verify::Verifier;
 use serde_json::Value;
 use tempfile::TempDir;
 use tower::ServiceExt;
 
 pub use crate::fixtures::{
-    OTHER_SECRET, SECRET, clerk_event, clerk_user, object, user_changed, user_deleted,
+    OTHER_SECRET, SECRET, clerk_event, clerk_membership, clerk_organization, clerk_user, object,
+    user_changed, user_deleted,
 };
 
 pub const TTL_SECONDS: u32 = 30 * 86_400;
@@ -62,16 +66,33 @@ pub fn msg_id() -> String {
 
 /// The user document stored for `id`, if any and not deleted.
 pub async fn stored_user(store: &dyn Store, id: &str) -> Option<Document> {
-    let (stored, _) = store.read(&UserId::parse(id).unwrap()).await.unwrap();
+    let (stored, _) = store.read(&ItemId::parse(id).unwrap()).await.unwrap();
     stored
         .map(|s| s.document)
-        .filter(|d| document::kind(d) == Kind::User)
+        .filter(|d| document::state(d).is_live(Kind::User))
 }
 
 /// The item stored for `id` as JSON, tombstones included; `Value::Null` when absent.
 pub async fn stored_item(store: &dyn Store, id: &str) -> Value {
-    let (stored, _) = store.read(&UserId::parse(id).unwrap()).await.unwrap();
+    let (stored, _) = store.read(&ItemId::parse(id).unwrap()).await.unwrap();
     stored.map_or(Value::Null, |s| Value::Object(s.document))
+}
+
+/// Parses a Clerk event and applies it as a webhook delivery of `msg_id` would, without the
+/// resurrection guard.
+pub async fn apply_event(
+    store: &dyn Store,
+    msg_id: &str,
+    event: &Value,
+) -> Result<Report, ApplyError> {
+    let (_, parsed) = ClerkEvent::parse(event.to_string().as_bytes()).unwrap();
+    let change = Change::from_event(&parsed).expect("an event the handler handles");
+    let options = Options {
+        event_id: msg_id,
+        tombstone_ttl_seconds: TTL_SECONDS,
+        guard: None,
+    };
+    apply::apply(store, change, options).await
 }
 
 /// A fresh local store in its own directory (kept alive by the returned `TempDir`).
@@ -93,6 +114,7 @@ impl TestApp {
             verifier: Verifier::from_secrets(SECRET).unwrap(),
             store: Arc::clone(&store),
             tombstone_ttl_seconds: TTL_SECONDS,
+            guard: None,
         };
         Self {
             store,

@@ -647,8 +647,12 @@ async fn other_event_types_are_acknowledged_and_store_nothing() {
             json!({"id": "sess_1", "user_id": "user_1"}),
         ),
         clerk_event(
-            "organization.created",
-            json!({"id": "org_1", "name": "Acme", "created_by": "user_1"}),
+            "organizationInvitation.accepted",
+            json!({"id": "orginv_1", "organization_id": "org_1", "user_id": "user_1"}),
+        ),
+        clerk_event(
+            "organizationDomain.deleted",
+            json!({"id": "orgdmn_1", "deleted": true}),
         ),
         clerk_event(
             "email.created",

@@ -4,19 +4,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use handler::apply::{self, Outcome};
-use handler::clerk::ClerkEvent;
-use handler::document::{self, Kind};
-use handler::store::{Condition, ETag, Store, StoreError};
-use handler::sync::{SkipReason, UserEvent};
-use handler::user_id::UserId;
+use futures::TryStreamExt;
+use handler::apply::Outcome;
+use handler::document::{self, State};
+use handler::item::{ItemId, ItemRef, Kind};
+use handler::store::{Condition, ETag, ListFilter, Store, StoreError};
+use handler::sync::SkipReason;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    TTL_SECONDS, clerk_user, stored_item, stored_user, user_changed, user_deleted,
+    TTL_SECONDS, clerk_event, clerk_membership, clerk_organization, clerk_user, stored_item,
+    stored_user, user_changed, user_deleted,
 };
 
 /// Expands to one test per contract case, each on a store from `$make` (an async expression
@@ -48,6 +49,11 @@ macro_rules! store_contract_tests {
             case!(application_fields_survive_updates);
             case!(concurrent_deliveries_for_one_user_keep_the_newest);
             case!(random_histories_delivered_concurrently_end_in_the_newest_state);
+            case!(organizations_and_memberships_follow_the_sync_rules);
+            case!(memberships_are_listed_by_organization_and_by_user);
+            case!(deleting_an_organization_or_a_user_tombstones_its_memberships);
+            case!(an_interrupted_cascade_is_finished_by_the_redelivery);
+            case!(an_event_for_an_id_holding_another_kind_changes_nothing);
             $(case!($extra);)*
         }
     };
@@ -60,8 +66,15 @@ store_contract_tests!(
     also: expired_tombstone_reads_as_absent_and_can_be_replaced
 );
 
-fn id(raw: &str) -> UserId {
-    UserId::parse(raw).unwrap()
+fn id(raw: &str) -> ItemId {
+    ItemId::parse(raw).unwrap()
+}
+
+fn user_ref(raw: &str) -> ItemRef {
+    ItemRef {
+        kind: Kind::User,
+        id: id(raw),
+    }
 }
 
 use crate::helpers::object as doc;
@@ -171,7 +184,7 @@ pub async fn list_leaves_out_tombstones(store: Arc<dyn Store>) {
             .unwrap();
     }
     let tombstone = document::tombstone(
-        &id("user_gone"),
+        &user_ref("user_gone"),
         "msg_1",
         "2026-01-01T00:00:00Z",
         TTL_SECONDS,
@@ -180,10 +193,12 @@ pub async fn list_leaves_out_tombstones(store: Arc<dyn Store>) {
         .write(&id("user_gone"), &tombstone, &Condition::Absent)
         .await
         .unwrap();
-    let mut ids: Vec<String> = store
-        .list_users()
+    let documents: Vec<_> = store
+        .list(ListFilter::all(Kind::User))
+        .try_collect()
         .await
-        .unwrap()
+        .unwrap();
+    let mut ids: Vec<String> = documents
         .iter()
         .map(|d| d["id"].as_str().unwrap().to_owned())
         .collect();
@@ -193,14 +208,16 @@ pub async fn list_leaves_out_tombstones(store: Arc<dyn Store>) {
 
 pub async fn expired_tombstone_reads_as_absent_and_can_be_replaced(store: Arc<dyn Store>) {
     let user = id("user_e");
-    let tombstone = document::tombstone(&user, "msg_1", "2026-01-01T00:00:00Z", 1);
+    let tombstone = document::tombstone(&user_ref("user_e"), "msg_1", "2026-01-01T00:00:00Z", 1);
     store
         .write(&user, &tombstone, &Condition::Absent)
         .await
         .unwrap();
     assert_eq!(
-        document::kind(&doc(stored_item(store.as_ref(), "user_e").await)),
-        Kind::Tombstone
+        document::state(&doc(stored_item(store.as_ref(), "user_e").await)),
+        State::Tombstone {
+            of: Some(Kind::User)
+        }
     );
     // Waits out the one-second ttl; the assertion is on what is stored afterwards, not on time.
     let mut expired = false;
@@ -228,11 +245,11 @@ async fn apply_event(
     msg_id: &str,
     event: &Value,
 ) -> Result<Outcome, StoreError> {
-    let (_, parsed) = ClerkEvent::parse(event.to_string().as_bytes()).unwrap();
-    let user_event = UserEvent::from_clerk(&parsed).expect("a user event");
-    apply::apply(store, user_event, msg_id, TTL_SECONDS)
-        .await
-        .map(|report| report.outcome)
+    match crate::helpers::apply_event(store, msg_id, event).await {
+        Ok(report) => Ok(report.outcome),
+        Err(handler::apply::ApplyError::Store(error)) => Err(error),
+        Err(other) => panic!("not a store error: {other}"),
+    }
 }
 
 pub async fn apply_follows_the_sync_rules(store: Arc<dyn Store>) {
@@ -247,14 +264,17 @@ pub async fn apply_follows_the_sync_rules(store: Arc<dyn Store>) {
     assert_eq!(document["role"], "USER");
     assert_eq!(document["lastEventId"], "msg_1");
 
-    let skip = Outcome::Skipped(SkipReason::NotNewer);
     assert_eq!(
         apply_event(s, "msg_1", &created).await.unwrap(),
-        skip,
+        Outcome::Skipped(SkipReason::Unchanged),
         "replayed"
     );
     let older = user_changed("user.updated", "user_f", 9);
-    assert_eq!(apply_event(s, "msg_2", &older).await.unwrap(), skip, "late");
+    assert_eq!(
+        apply_event(s, "msg_2", &older).await.unwrap(),
+        Outcome::Skipped(SkipReason::Older),
+        "late"
+    );
     assert_eq!(
         stored_user(s, "user_f").await.unwrap()["lastEventId"],
         "msg_1"
@@ -418,5 +438,291 @@ pub async fn random_histories_delivered_concurrently_end_in_the_newest_state(
                 assert_eq!(item["role"], "USER", "history {history:?}");
             }
         }
+    }
+}
+
+fn organization_event(event_type: &str, org: &str, version: i64) -> Value {
+    clerk_event(event_type, clerk_organization(org, version))
+}
+
+fn membership_event(
+    event_type: &str,
+    membership: &str,
+    org: &str,
+    user: &str,
+    version: i64,
+) -> Value {
+    clerk_event(event_type, clerk_membership(membership, org, user, version))
+}
+
+fn deleted(event_type: &str, id: &str) -> Value {
+    clerk_event(event_type, json!({"id": id, "deleted": true}))
+}
+
+async fn memberships(
+    store: &dyn Store,
+    organization: Option<&str>,
+    user: Option<&str>,
+) -> Vec<String> {
+    let filter = ListFilter {
+        organization_id: organization.map(id),
+        user_id: user.map(id),
+        ..ListFilter::all(Kind::Membership)
+    };
+    let documents: Vec<_> = store.list(filter).try_collect().await.unwrap();
+    let mut ids: Vec<String> = documents
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+async fn state_of(store: &dyn Store, raw: &str) -> Option<State> {
+    let (stored, _) = store.read(&id(raw)).await.unwrap();
+    stored.map(|s| document::state(&s.document))
+}
+
+pub async fn organizations_and_memberships_follow_the_sync_rules(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    let created = organization_event("organization.created", "org_r", 10);
+    assert_eq!(
+        apply_event(s, "msg_1", &created).await.unwrap(),
+        Outcome::Applied
+    );
+    let organization = stored_item(s, "org_r").await;
+    assert_eq!(organization["type"], "organization");
+    assert_eq!(organization["name"], "Acme");
+    assert_eq!(organization["publicMetadata"], json!({"tier": "gold"}));
+    assert!(organization.get("privateMetadata").is_none());
+    assert_eq!(
+        apply_event(s, "msg_1", &created).await.unwrap(),
+        Outcome::Skipped(SkipReason::Unchanged)
+    );
+
+    // A membership may arrive before its user: it is stored.
+    let member = membership_event(
+        "organizationMembership.created",
+        "orgmem_r",
+        "org_r",
+        "user_r",
+        10,
+    );
+    assert_eq!(
+        apply_event(s, "msg_2", &member).await.unwrap(),
+        Outcome::Applied
+    );
+    let membership = stored_item(s, "orgmem_r").await;
+    assert_eq!(membership["organizationId"], "org_r");
+    assert_eq!(membership["userId"], "user_r");
+    assert_eq!(membership["role"], "org:member");
+    assert!(membership.get("organization").is_none(), "{membership}");
+    assert!(
+        !membership.to_string().contains("ada@example.com"),
+        "{membership}"
+    );
+
+    let older = membership_event(
+        "organizationMembership.updated",
+        "orgmem_r",
+        "org_r",
+        "user_r",
+        9,
+    );
+    assert_eq!(
+        apply_event(s, "msg_3", &older).await.unwrap(),
+        Outcome::Skipped(SkipReason::Older)
+    );
+    let removed = membership_event(
+        "organizationMembership.deleted",
+        "orgmem_r",
+        "org_r",
+        "user_r",
+        11,
+    );
+    assert_eq!(
+        apply_event(s, "msg_4", &removed).await.unwrap(),
+        Outcome::Applied
+    );
+    assert_eq!(
+        stored_item(s, "orgmem_r").await,
+        json!({"id": "orgmem_r", "type": "tombstone", "of": "membership",
+               "deletedAt": stored_item(s, "orgmem_r").await["deletedAt"],
+               "lastEventId": "msg_4", "ttl": TTL_SECONDS})
+    );
+    let late = membership_event(
+        "organizationMembership.updated",
+        "orgmem_r",
+        "org_r",
+        "user_r",
+        12,
+    );
+    assert_eq!(
+        apply_event(s, "msg_5", &late).await.unwrap(),
+        Outcome::Skipped(SkipReason::Deleted)
+    );
+}
+
+pub async fn memberships_are_listed_by_organization_and_by_user(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    for (n, (membership, org, user)) in [
+        ("orgmem_l1", "org_l1", "user_l1"),
+        ("orgmem_l2", "org_l1", "user_l2"),
+        ("orgmem_l3", "org_l2", "user_l1"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let event = membership_event("organizationMembership.created", membership, org, user, 1);
+        apply_event(s, &format!("msg_{n}"), &event).await.unwrap();
+    }
+    apply_event(
+        s,
+        "msg_o",
+        &organization_event("organization.created", "org_l1", 1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        memberships(s, None, None).await,
+        ["orgmem_l1", "orgmem_l2", "orgmem_l3"]
+    );
+    assert_eq!(
+        memberships(s, Some("org_l1"), None).await,
+        ["orgmem_l1", "orgmem_l2"]
+    );
+    assert_eq!(
+        memberships(s, None, Some("user_l1")).await,
+        ["orgmem_l1", "orgmem_l3"]
+    );
+    assert_eq!(
+        memberships(s, Some("org_l2"), Some("user_l1")).await,
+        ["orgmem_l3"]
+    );
+    assert_eq!(
+        memberships(s, Some("org_l2"), Some("user_l2")).await,
+        Vec::<String>::new()
+    );
+    let organizations: Vec<_> = s
+        .list(ListFilter::all(Kind::Organization))
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(organizations.len(), 1);
+    assert_eq!(organizations[0]["id"], "org_l1");
+}
+
+pub async fn deleting_an_organization_or_a_user_tombstones_its_memberships(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    for (n, (membership, org, user)) in [
+        ("orgmem_c1", "org_c1", "user_c1"),
+        ("orgmem_c2", "org_c1", "user_c2"),
+        ("orgmem_c3", "org_c2", "user_c3"),
+        ("orgmem_c4", "org_c2", "user_c1"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let event = membership_event("organizationMembership.created", membership, org, user, 1);
+        apply_event(s, &format!("msg_{n}"), &event).await.unwrap();
+    }
+    let report =
+        crate::helpers::apply_event(s, "msg_od", &deleted("organization.deleted", "org_c1"))
+            .await
+            .unwrap();
+    assert_eq!((report.outcome, report.cascaded), (Outcome::Applied, 2));
+    let gone = State::Tombstone {
+        of: Some(Kind::Membership),
+    };
+    assert_eq!(state_of(s, "orgmem_c1").await, Some(gone));
+    assert_eq!(state_of(s, "orgmem_c2").await, Some(gone));
+    assert_eq!(memberships(s, None, None).await, ["orgmem_c3", "orgmem_c4"]);
+
+    let report = crate::helpers::apply_event(s, "msg_ud", &user_deleted("user_c1"))
+        .await
+        .unwrap();
+    assert_eq!((report.outcome, report.cascaded), (Outcome::Applied, 1));
+    assert_eq!(state_of(s, "orgmem_c4").await, Some(gone));
+    assert_eq!(memberships(s, None, None).await, ["orgmem_c3"]);
+
+    // Membership events for a deleted organization or user are no-ops.
+    for (n, (membership, org, user)) in [
+        ("orgmem_c5", "org_c1", "user_c3"),
+        ("orgmem_c6", "org_c2", "user_c1"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let event = membership_event("organizationMembership.created", membership, org, user, 5);
+        assert_eq!(
+            apply_event(s, &format!("msg_late{n}"), &event)
+                .await
+                .unwrap(),
+            Outcome::Skipped(SkipReason::ParentDeleted)
+        );
+        assert_eq!(state_of(s, membership).await, None);
+    }
+    assert_eq!(
+        state_of(s, "orgmem_c3")
+            .await
+            .map(|s| s.is_live(Kind::Membership)),
+        Some(true)
+    );
+}
+
+pub async fn an_interrupted_cascade_is_finished_by_the_redelivery(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    let event = membership_event(
+        "organizationMembership.created",
+        "orgmem_i",
+        "org_i",
+        "user_i",
+        1,
+    );
+    apply_event(s, "msg_1", &event).await.unwrap();
+    // The organization's tombstone was written, and the delivery failed before its cascade.
+    let organization = ItemRef {
+        kind: Kind::Organization,
+        id: id("org_i"),
+    };
+    let tombstone =
+        document::tombstone(&organization, "msg_2", "2026-01-01T00:00:00Z", TTL_SECONDS);
+    s.write(&id("org_i"), &tombstone, &Condition::Absent)
+        .await
+        .unwrap();
+
+    let report = crate::helpers::apply_event(s, "msg_2", &deleted("organization.deleted", "org_i"))
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::Skipped(SkipReason::Deleted));
+    assert_eq!(report.cascaded, 1);
+    assert_eq!(
+        state_of(s, "orgmem_i").await,
+        Some(State::Tombstone {
+            of: Some(Kind::Membership)
+        })
+    );
+}
+
+pub async fn an_event_for_an_id_holding_another_kind_changes_nothing(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    // Only an application writing under a Clerk-shaped id of another kind can cause this.
+    let foreign = doc(json!({"id": "org_k", "type": "user", "note": "the application's"}));
+    s.write(&id("org_k"), &foreign, &Condition::Absent)
+        .await
+        .unwrap();
+    for event in [
+        organization_event("organization.updated", "org_k", 5),
+        deleted("organization.deleted", "org_k"),
+    ] {
+        let result = crate::helpers::apply_event(s, "msg_k", &event).await;
+        assert!(
+            matches!(result, Err(handler::apply::ApplyError::Conflict(_))),
+            "{result:?}"
+        );
+        assert_eq!(
+            stored_item(s, "org_k").await,
+            Value::Object(foreign.clone())
+        );
     }
 }
