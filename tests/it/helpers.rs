@@ -231,7 +231,12 @@ impl HandlerProcess {
 
     /// `handler users get <id>`: the document, or `None` when it exits 1 with nothing on stdout.
     pub fn users_get(&self, id: &str) -> Option<Value> {
-        let output = self.command(&["users", "get", id]);
+        self.get("users", id)
+    }
+
+    /// `handler <noun> get <id>`: the document, or `None` when it exits 1 with nothing on stdout.
+    pub fn get(&self, noun: &str, id: &str) -> Option<Value> {
+        let output = self.command(&[noun, "get", id]);
         match output.status.code() {
             Some(0) => Some(serde_json::from_slice(&output.stdout).unwrap()),
             Some(1) => {
@@ -250,10 +255,16 @@ impl HandlerProcess {
 
     /// `handler users list`: one document per line.
     pub fn users_list(&self) -> Vec<Value> {
-        let output = self.command(&["users", "list"]);
+        self.list(&["users", "list"])
+    }
+
+    /// A listing command (`organizations list`, `memberships list --user ...`): one document
+    /// per line.
+    pub fn list(&self, args: &[&str]) -> Vec<Value> {
+        let output = self.command(args);
         assert!(
             output.status.success(),
-            "{}",
+            "{args:?}: {}",
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8(output.stdout)

@@ -1160,6 +1160,11 @@ fn help_and_version_on_every_command() {
         &["users"],
         &["users", "get"],
         &["users", "list"],
+        &["organizations"],
+        &["organizations", "get"],
+        &["organizations", "list"],
+        &["memberships"],
+        &["memberships", "list"],
     ] {
         // No configuration at all: asking for help must not need any.
         for (flag, expected) in [("--help", "Usage:"), ("--version", version.as_str())] {

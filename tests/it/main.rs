@@ -6,6 +6,7 @@ mod cosmos_store;
 mod fixtures;
 mod helpers;
 mod host;
+mod host_organizations;
 mod identity_endpoint_double;
 mod managed_identity;
 mod store_contract;
