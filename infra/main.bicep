@@ -60,6 +60,9 @@ param cosmosDatabaseName string = 'clerk'
 @description('Cosmos DB container name (COSMOS_CONTAINER_NAME); partitioned by /id.')
 param cosmosContainerName string = 'users'
 
+@description('Paths to index in the Cosmos DB container besides the handler\'s own, such as /publicMetadata/plan/? for an application query. Each indexed path makes every write cost more.')
+param cosmosAdditionalIndexedPaths array = []
+
 @description('Days a deleted user\'s tombstone is kept, blocking late events from bringing the user back (TOMBSTONE_TTL_DAYS).')
 @minValue(1)
 param tombstoneTtlDays int = 30
@@ -136,6 +139,7 @@ module cosmos 'modules/cosmos.bicep' = {
     containerName: cosmosContainerName
     capacityMode: cosmosCapacityMode
     throughput: cosmosThroughput
+    additionalIndexedPaths: cosmosAdditionalIndexedPaths
     publicNetworkAccess: dataPublicNetworkAccess
   }
 }
