@@ -104,6 +104,9 @@ param clerkAuthorizedParties array = []
 @description('SyncMe: the issuer session tokens must carry, the Clerk Frontend API URL (CLERK_ISSUER); empty for no issuer check.')
 param clerkIssuer string = ''
 
+@description('Origins browsers may call the app from, such as https://app.example.com (CORS; usually the same as clerkAuthorizedParties). The platform answers preflight requests for them. Never *.')
+param corsAllowedOrigins array = []
+
 @description('Put Cosmos DB, storage and Key Vault behind private endpoints in a new virtual network the app is integrated with, so only the app\'s HTTP functions face the internet.')
 param privateNetworking bool = true
 
@@ -281,6 +284,7 @@ module functionApp 'modules/function-app.bicep' = {
     clerkJwksUrl: clerkJwksUrl
     clerkAuthorizedParties: clerkAuthorizedParties
     clerkIssuer: clerkIssuer
+    corsAllowedOrigins: corsAllowedOrigins
   }
   // The app's first start should find the data services' private names already resolving.
   dependsOn: [

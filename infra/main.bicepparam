@@ -24,3 +24,4 @@ param reconcileSchedule = '0 0 3 * * *'
 // SyncMe, for an application served from https://app.example.com (not secret):
 // param clerkJwksUrl = 'https://<your-frontend-api>/.well-known/jwks.json'
 // param clerkAuthorizedParties = ['https://app.example.com']
+// param corsAllowedOrigins = ['https://app.example.com']

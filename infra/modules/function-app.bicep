@@ -107,6 +107,9 @@ param clerkAuthorizedParties array
 @description('Issuer a session token must carry for SyncMe (CLERK_ISSUER); empty for no check.')
 param clerkIssuer string
 
+@description('Origins browsers may call the app from (CORS); the platform answers their preflight requests.')
+param corsAllowedOrigins array
+
 var isFlex = hostingPlan == 'FlexConsumption'
 var isUserAssigned = identityType == 'UserAssigned'
 
@@ -353,6 +356,12 @@ resource app 'Microsoft.Web/sites@2024-11-01' = {
       linuxFxVersion: isFlex ? null : ''
       alwaysOn: isFlex ? null : true
       vnetRouteAllEnabled: isFlex ? null : !empty(subnetId)
+      // Browsers call /api/me/sync from the application's origins with the session token in the
+      // Authorization header, not a cookie, so no credentials mode.
+      cors: {
+        allowedOrigins: corsAllowedOrigins
+        supportCredentials: false
+      }
       appSettings: concat(handlerSettings, optionalHandlerSettings, hostSettings, isUserAssigned ? userAssignedSettings : [], isFlex ? [] : dedicatedSettings)
     }
   }
