@@ -60,6 +60,9 @@ param cosmosDatabaseName string = 'clerk'
 @description('Cosmos DB container name (COSMOS_CONTAINER_NAME); partitioned by /id.')
 param cosmosContainerName string = 'users'
 
+@description('Paths to index in the Cosmos DB container besides the handler\'s own, such as /publicMetadata/plan/? for an application query. Each indexed path makes every write cost more.')
+param cosmosAdditionalIndexedPaths array = []
+
 @description('Days a deleted user\'s tombstone is kept, blocking late events from bringing the user back (TOMBSTONE_TTL_DAYS).')
 @minValue(1)
 param tombstoneTtlDays int = 30
@@ -71,7 +74,40 @@ param rustLog string = 'info'
 @description('Clerk webhook signing secret (whsec_...; several separated by commas while rotating). Leave empty until Clerk has shown it, then deploy again with it; an empty value leaves the stored secret unchanged.')
 param clerkWebhookSigningSecret string = ''
 
-@description('Put Cosmos DB, storage and Key Vault behind private endpoints in a new virtual network the app is integrated with, so only the webhook faces the internet.')
+@secure()
+@description('Clerk secret key (sk_live_... or sk_test_...), for reconcile, SyncMe and the resurrection guard, which stay off without it. Stored in Key Vault and referenced by CLERK_SECRET_KEY; an empty value leaves the stored key unchanged.')
+param clerkSecretKey string = ''
+
+@description('True once an earlier deployment has stored clerkSecretKey in Key Vault, so that deployments without the value keep CLERK_SECRET_KEY referring to it. While false, CLERK_SECRET_KEY is set only by a deployment that carries the key (a reference to a missing secret would stop the handler at startup).')
+param clerkSecretKeyInVault bool = false
+
+@description('When the Reconcile timer runs: NCRONTAB, six fields ({second} {minute} {hour} {day} {month} {day-of-week}), UTC (RECONCILE_SCHEDULE).')
+param reconcileSchedule string = '0 0 3 * * *'
+
+@description('Most Clerk Backend API requests per second (CLERK_API_RATE). Clerk allows a development instance 100 requests per 10 s and a production instance 1000 per 10 s, shared with everything else using the key.')
+@minValue(1)
+@maxValue(100)
+param clerkApiRate int = 10
+
+@description('Clerk Backend API base URL (CLERK_API_URL); empty leaves the handler\'s default, https://api.clerk.com.')
+param clerkApiUrl string = ''
+
+@description('SyncMe: the PEM public key that verifies Clerk session tokens, from the Clerk dashboard (CLERK_JWT_KEY). Public, not a secret. Empty to use clerkJwksUrl instead.')
+param clerkJwtKey string = ''
+
+@description('SyncMe: the Clerk instance\'s JSON Web Key Set URL, such as https://<frontend-api>/.well-known/jwks.json, used when clerkJwtKey is empty (CLERK_JWKS_URL).')
+param clerkJwksUrl string = ''
+
+@description('SyncMe: origins whose session tokens are accepted, such as https://app.example.com (CLERK_AUTHORIZED_PARTIES, matched against the token\'s azp). SyncMe stays off while this is empty.')
+param clerkAuthorizedParties array = []
+
+@description('SyncMe: the issuer session tokens must carry, the Clerk Frontend API URL (CLERK_ISSUER); empty for no issuer check.')
+param clerkIssuer string = ''
+
+@description('Origins browsers may call the app from, such as https://app.example.com (CORS; usually the same as clerkAuthorizedParties). The platform answers preflight requests for them. Never *.')
+param corsAllowedOrigins array = []
+
+@description('Put Cosmos DB, storage and Key Vault behind private endpoints in a new virtual network the app is integrated with, so only the app\'s HTTP functions face the internet.')
 param privateNetworking bool = true
 
 @description('Address space of that virtual network.')
@@ -99,6 +135,7 @@ var names = {
 }
 var deploymentContainerName = 'deployment-package'
 var signingSecretName = 'clerk-webhook-signing-secret'
+var clerkSecretKeyName = 'clerk-secret-key'
 // One switch for all three data services: closed to public networks when they have private
 // endpoints; otherwise open to callers that hold an Entra ID token with a role on them.
 var dataPublicNetworkAccess = privateNetworking ? 'Disabled' : 'Enabled'
@@ -136,6 +173,7 @@ module cosmos 'modules/cosmos.bicep' = {
     containerName: cosmosContainerName
     capacityMode: cosmosCapacityMode
     throughput: cosmosThroughput
+    additionalIndexedPaths: cosmosAdditionalIndexedPaths
     publicNetworkAccess: dataPublicNetworkAccess
   }
 }
@@ -148,6 +186,8 @@ module keyVault 'modules/key-vault.bicep' = {
     name: names.keyVault
     secretName: signingSecretName
     signingSecret: clerkWebhookSigningSecret
+    clerkSecretKeyName: clerkSecretKeyName
+    clerkSecretKey: clerkSecretKey
     publicNetworkAccess: dataPublicNetworkAccess
     networkDefaultAction: dataNetworkDefaultAction
   }
@@ -230,11 +270,21 @@ module functionApp 'modules/function-app.bicep' = {
     appInsightsName: monitoring.outputs.appInsightsName
     keyVaultName: keyVault.outputs.name
     signingSecretUri: keyVault.outputs.secretUri
+    clerkSecretKeyUri: keyVault.outputs.clerkSecretKeyUri
+    clerkSecretKeyInVault: clerkSecretKeyInVault || !empty(clerkSecretKey)
     cosmosAccountName: cosmos.outputs.name
     cosmosDatabaseName: cosmosDatabaseName
     cosmosContainerName: cosmosContainerName
     tombstoneTtlDays: tombstoneTtlDays
     rustLog: rustLog
+    reconcileSchedule: reconcileSchedule
+    clerkApiRate: clerkApiRate
+    clerkApiUrl: clerkApiUrl
+    clerkJwtKey: clerkJwtKey
+    clerkJwksUrl: clerkJwksUrl
+    clerkAuthorizedParties: clerkAuthorizedParties
+    clerkIssuer: clerkIssuer
+    corsAllowedOrigins: corsAllowedOrigins
   }
   // The app's first start should find the data services' private names already resolving.
   dependsOn: [
@@ -251,5 +301,8 @@ output functionAppName string = functionApp.outputs.name
 @description('Cosmos DB endpoint the app writes to (COSMOS_ENDPOINT).')
 output cosmosEndpoint string = cosmos.outputs.endpoint
 
-@description('Key Vault holding the signing secret.')
+@description('Key Vault holding the signing secret and the Clerk secret key.')
 output keyVaultName string = keyVault.outputs.name
+
+@description('The URL browsers call to have their user stored at once (SyncMe; needs the Clerk secret key and the SyncMe parameters).')
+output syncMeUrl string = 'https://${functionApp.outputs.defaultHostName}/api/me/sync'

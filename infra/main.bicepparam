@@ -11,3 +11,17 @@ param privateNetworking = true
 // Read from the environment so the secret never sits in a file or on a command line. Unset or empty
 // leaves the secret in Key Vault as it is.
 param clerkWebhookSigningSecret = readEnvironmentVariable('CLERK_WEBHOOK_SIGNING_SECRET', '')
+
+// The Clerk secret key (sk_...), for reconcile and SyncMe, the same way: unset or empty leaves the
+// stored key as it is. Once it is stored, set clerkSecretKeyInVault to true so that deployments
+// without the variable keep CLERK_SECRET_KEY referring to it.
+param clerkSecretKey = readEnvironmentVariable('CLERK_SECRET_KEY', '')
+param clerkSecretKeyInVault = false
+
+// NCRONTAB, six fields, UTC.
+param reconcileSchedule = '0 0 3 * * *'
+
+// SyncMe, for an application served from https://app.example.com (not secret):
+// param clerkJwksUrl = 'https://<your-frontend-api>/.well-known/jwks.json'
+// param clerkAuthorizedParties = ['https://app.example.com']
+// param corsAllowedOrigins = ['https://app.example.com']

@@ -1,4 +1,5 @@
-// The Cosmos DB for NoSQL account, database and container that hold one document per Clerk user.
+// The Cosmos DB for NoSQL account, database and container that hold one document per Clerk user,
+// organization and membership.
 // Entra ID only: account keys cannot read data or change the schema.
 
 @description('Azure region for the account (its only region).')
@@ -29,6 +30,20 @@ param capacityMode string
 @description('Container RU/s: the fixed throughput for Provisioned (400 or more), the maximum for Autoscale (1000 or more). Unused for Serverless.')
 @minValue(400)
 param throughput int
+
+@description('Paths the container indexes: what the handler queries by. Every indexed path makes every write cost more request units; id and _ts are indexed regardless.')
+param indexedPaths array = [
+  '/type/?'
+  '/userId/?'
+  '/organizationId/?'
+  '/email/?'
+  '/externalId/?'
+  '/username/?'
+  '/clerkUpdatedAt/?'
+]
+
+@description('Further paths to index for an application\'s own queries, such as /publicMetadata/plan/?.')
+param additionalIndexedPaths array = []
 
 @description('Disabled leaves private endpoints as the only way in; Enabled is for deployments without them.')
 @allowed([
@@ -109,6 +124,21 @@ resource container 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/container
       // -1 turns TTL on without expiring anything by default, so only documents that carry their
       // own `ttl` (deletion tombstones) expire.
       defaultTtl: -1
+      // Only the listed paths are indexed: the default policy indexes every property of every
+      // document, which each write pays for. Consistent mode, which TTL requires. Changing the
+      // list makes Cosmos DB rebuild the index online.
+      indexingPolicy: {
+        indexingMode: 'consistent'
+        automatic: true
+        includedPaths: [for path in union(indexedPaths, additionalIndexedPaths): {
+          path: path
+        }]
+        excludedPaths: [
+          {
+            path: '/*'
+          }
+        ]
+      }
     }
     options: containerOptions[capacityMode]
   }

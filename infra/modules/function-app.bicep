@@ -58,11 +58,17 @@ param deploymentContainerName string
 @description('Name of the Application Insights component.')
 param appInsightsName string
 
-@description('Name of the Key Vault holding the signing secret.')
+@description('Name of the Key Vault holding the signing secret and the Clerk secret key.')
 param keyVaultName string
 
 @description('Versionless URI of the signing secret in that vault.')
 param signingSecretUri string
+
+@description('Versionless URI of the Clerk secret key in that vault.')
+param clerkSecretKeyUri string
+
+@description('Whether the Clerk secret key exists in the vault, so CLERK_SECRET_KEY may refer to it. A reference to a missing secret would stop the handler at startup.')
+param clerkSecretKeyInVault bool
 
 @description('Name of the Cosmos DB account.')
 param cosmosAccountName string
@@ -78,6 +84,31 @@ param tombstoneTtlDays int
 
 @description('Log filter for the handler (RUST_LOG).')
 param rustLog string
+
+@description('NCRONTAB schedule of the Reconcile timer, six fields, UTC (RECONCILE_SCHEDULE).')
+param reconcileSchedule string
+
+@description('Most Clerk Backend API requests per second (CLERK_API_RATE).')
+@minValue(1)
+param clerkApiRate int
+
+@description('Clerk Backend API base URL (CLERK_API_URL); empty for the handler\'s default, https://api.clerk.com.')
+param clerkApiUrl string
+
+@description('PEM public key that verifies Clerk session tokens for SyncMe (CLERK_JWT_KEY); empty for none.')
+param clerkJwtKey string
+
+@description('URL of the Clerk instance\'s JSON Web Key Set, used for SyncMe when clerkJwtKey is empty (CLERK_JWKS_URL); empty for none.')
+param clerkJwksUrl string
+
+@description('Origins whose session tokens SyncMe accepts, matched against the token\'s azp (CLERK_AUTHORIZED_PARTIES).')
+param clerkAuthorizedParties array
+
+@description('Issuer a session token must carry for SyncMe (CLERK_ISSUER); empty for no check.')
+param clerkIssuer string
+
+@description('Origins browsers may call the app from (CORS); the platform answers their preflight requests.')
+param corsAllowedOrigins array
 
 var isFlex = hostingPlan == 'FlexConsumption'
 var isUserAssigned = identityType == 'UserAssigned'
@@ -196,11 +227,50 @@ var handlerSettings = [
     name: 'RUST_LOG'
     value: rustLog
   }
+  // The host resolves %RECONCILE_SCHEDULE% in Reconcile/function.json; without the setting the
+  // function would not load.
+  {
+    name: 'RECONCILE_SCHEDULE'
+    value: reconcileSchedule
+  }
+  {
+    name: 'CLERK_API_RATE'
+    value: string(clerkApiRate)
+  }
 ]
 
+// Reconcile, SyncMe and the resurrection guard are optional: each of these is written only when it
+// has a value, and the handler treats an absent one as unset (not configured, or its default).
+var optionalHandlerSettings = filter([
+  {
+    name: 'CLERK_SECRET_KEY'
+    value: clerkSecretKeyInVault ? '@Microsoft.KeyVault(SecretUri=${clerkSecretKeyUri})' : ''
+  }
+  {
+    name: 'CLERK_API_URL'
+    value: clerkApiUrl
+  }
+  {
+    name: 'CLERK_JWT_KEY'
+    value: clerkJwtKey
+  }
+  {
+    name: 'CLERK_JWKS_URL'
+    value: clerkJwksUrl
+  }
+  {
+    name: 'CLERK_AUTHORIZED_PARTIES'
+    value: join(clerkAuthorizedParties, ',')
+  }
+  {
+    name: 'CLERK_ISSUER'
+    value: clerkIssuer
+  }
+], setting => !empty(setting.value))
+
 var hostSettings = [
-  // Blob is the only storage service an HTTP-only app uses, and the only one the identity is
-  // granted and the private endpoints cover.
+  // Blob is the only storage service these functions use (the timer keeps its lock and schedule
+  // status in blobs), and the only one the identity is granted and the private endpoints cover.
   {
     name: 'AzureWebJobsStorage__blobServiceUri'
     value: storage.properties.primaryEndpoints.blob
@@ -254,7 +324,7 @@ var dedicatedSettings = [
 ]
 
 resource app 'Microsoft.Web/sites@2024-11-01' = {
-  // checkov:skip=CKV_AZURE_222: The webhook must be reachable by Clerk's delivery service (Svix) on the internet; every delivery is authenticated by its Svix signature instead.
+  // checkov:skip=CKV_AZURE_222: The webhook must be reachable by Clerk's delivery service (Svix) on the internet, and /api/me/sync by the application's users' browsers; every delivery is authenticated by its Svix signature, every sync by a Clerk session token.
   // checkov:skip=CKV_AZURE_17: Clerk's webhook deliveries do not present client certificates.
   // checkov:skip=CKV_AZURE_212: Standing instances would end scale-to-zero (and nothing-at-idle billing); Svix retries a delivery that meets a cold start or a failed instance.
   // checkov:skip=CKV_AZURE_213: Health-check eviction needs a pool of always-on instances, which scale-to-zero does not keep; the Functions host itself restarts a handler that stops answering.
@@ -286,7 +356,13 @@ resource app 'Microsoft.Web/sites@2024-11-01' = {
       linuxFxVersion: isFlex ? null : ''
       alwaysOn: isFlex ? null : true
       vnetRouteAllEnabled: isFlex ? null : !empty(subnetId)
-      appSettings: concat(handlerSettings, hostSettings, isUserAssigned ? userAssignedSettings : [], isFlex ? [] : dedicatedSettings)
+      // Browsers call /api/me/sync from the application's origins with the session token in the
+      // Authorization header, not a cookie, so no credentials mode.
+      cors: {
+        allowedOrigins: corsAllowedOrigins
+        supportCredentials: false
+      }
+      appSettings: concat(handlerSettings, optionalHandlerSettings, hostSettings, isUserAssigned ? userAssignedSettings : [], isFlex ? [] : dedicatedSettings)
     }
   }
 }
@@ -316,7 +392,7 @@ resource storageAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-// The vault holds nothing but the signing secret, which may not exist yet: the vault is the scope.
+// The vault holds nothing but the app's Clerk secrets, which may not exist yet: the vault is the scope.
 resource vaultAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(vault.id, app.id, roles.keyVaultSecretsUser)
   scope: vault

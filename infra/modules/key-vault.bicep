@@ -1,5 +1,6 @@
-// The Key Vault (Azure RBAC mode) holding the Clerk webhook signing secret, which the Function App
-// reads through a Key Vault reference in CLERK_WEBHOOK_SIGNING_SECRET.
+// The Key Vault (Azure RBAC mode) holding the Clerk webhook signing secret and, when given, the Clerk
+// secret key, which the Function App reads through Key Vault references in
+// CLERK_WEBHOOK_SIGNING_SECRET and CLERK_SECRET_KEY.
 
 @description('Azure region for the vault.')
 param location string
@@ -18,6 +19,13 @@ param secretName string
 @secure()
 @description('Clerk signing secret(s); empty leaves the secret as it is (absent on a first deployment).')
 param signingSecret string
+
+@description('Name of the secret holding the Clerk secret key.')
+param clerkSecretKeyName string = 'clerk-secret-key'
+
+@secure()
+@description('Clerk secret key (sk_live_... or sk_test_...); empty leaves the secret as it is, or absent.')
+param clerkSecretKey string = ''
 
 @description('Disabled leaves private endpoints as the only way in; Enabled is for deployments without them.')
 @allowed([
@@ -57,8 +65,8 @@ resource vault 'Microsoft.KeyVault/vaults@2024-11-01' = {
   }
 }
 
-// Written only when a value is given, so deploying again without one keeps the stored secret.
-module secret 'signing-secret.bicep' = if (!empty(signingSecret)) {
+// Each written only when a value is given, so deploying again without one keeps the stored secret.
+module secret 'vault-secret.bicep' = if (!empty(signingSecret)) {
   name: 'signing-secret'
   params: {
     vaultName: vault.name
@@ -67,7 +75,17 @@ module secret 'signing-secret.bicep' = if (!empty(signingSecret)) {
   }
 }
 
+module clerkSecretKeySecret 'vault-secret.bicep' = if (!empty(clerkSecretKey)) {
+  name: 'clerk-secret-key'
+  params: {
+    vaultName: vault.name
+    name: clerkSecretKeyName
+    value: clerkSecretKey
+  }
+}
+
 output id string = vault.id
 output name string = vault.name
 // Versionless, so the app follows rotations (App Service re-reads references at least daily and on restart).
 output secretUri string = '${vault.properties.vaultUri}secrets/${secretName}'
+output clerkSecretKeyUri string = '${vault.properties.vaultUri}secrets/${clerkSecretKeyName}'

@@ -1,5 +1,6 @@
 //! The infrastructure in `infra/` is well-formed Bicep: every file parses with the tree-sitter Bicep
-//! grammar, and every module a file declares exists, so a typo fails here rather than mid-deployment.
+//! grammar, every module a file declares exists, and every parameter main.bicepparam sets is declared
+//! in main.bicep, so a typo fails here rather than mid-deployment.
 
 use std::path::{Path, PathBuf};
 
@@ -71,6 +72,17 @@ impl BicepFile {
             })
             .collect()
     }
+
+    /// The names of this file's `param` declarations.
+    fn parameter_names(&self) -> Vec<&str> {
+        let root = self.tree.root_node();
+        let mut cursor = root.walk();
+        root.children(&mut cursor)
+            .filter(|node| node.kind() == "parameter_declaration")
+            .filter_map(|param| first_child_of_kind(param, "identifier"))
+            .map(|name| &self.source[name.byte_range()])
+            .collect()
+    }
 }
 
 fn first_child_of_kind<'t>(node: Node<'t>, kind: &str) -> Option<Node<'t>> {
@@ -126,6 +138,36 @@ fn every_bicep_file_parses_and_every_module_it_declares_exists() {
             .map(|module| format!("{}: declared as a module but missing", module.display())),
     );
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn every_parameter_main_bicepparam_sets_is_declared_in_main_bicep() {
+    let infra = Path::new(env!("CARGO_MANIFEST_DIR")).join("infra");
+    let main = BicepFile::parse(infra.join("main.bicep"));
+    let declared = main.parameter_names();
+    let params_path = infra.join("main.bicepparam");
+    let params = std::fs::read_to_string(&params_path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", params_path.display()));
+
+    // The grammar has no rule for a .bicepparam file's untyped `param name = value`, so by line.
+    let set: Vec<&str> = params
+        .lines()
+        .filter_map(|line| line.strip_prefix("param "))
+        .filter_map(|rest| rest.split('=').next())
+        .map(str::trim)
+        .collect();
+
+    assert!(
+        !set.is_empty(),
+        "{} sets no parameters",
+        params_path.display()
+    );
+    let unknown: Vec<_> = set.iter().filter(|name| !declared.contains(name)).collect();
+    assert!(
+        unknown.is_empty(),
+        "{} sets parameters that main.bicep does not declare: {unknown:?}",
+        params_path.display()
+    );
 }
 
 #[test]
