@@ -22,6 +22,9 @@ pub const CUSTOM_HANDLER_PORT: &str = "FUNCTIONS_CUSTOMHANDLER_PORT";
 pub const WEBSITE_INSTANCE_ID: &str = "WEBSITE_INSTANCE_ID";
 /// Set by App Service on every instance with a managed identity: where its tokens come from.
 pub const IDENTITY_ENDPOINT: &str = "IDENTITY_ENDPOINT";
+pub const CLERK_SECRET_KEY: &str = "CLERK_SECRET_KEY";
+pub const CLERK_API_URL: &str = "CLERK_API_URL";
+pub const CLERK_API_RATE: &str = "CLERK_API_RATE";
 
 pub const DEFAULT_PORT: u16 = 7071;
 pub const DEFAULT_BIND: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -32,6 +35,13 @@ const DEFAULT_TOMBSTONE_TTL_DAYS: u32 = 30;
 /// Cosmos DB's per-item `ttl` is a 32-bit count of seconds.
 const MAX_TOMBSTONE_TTL_DAYS: u32 = (i32::MAX as u32) / 86_400;
 const KEY_VAULT_REFERENCE: &str = "@Microsoft.KeyVault(";
+const DEFAULT_CLERK_API_URL: &str = "https://api.clerk.com";
+/// Requests per second; Clerk allows 10/s on a development instance and 100/s in production,
+/// shared with the live app.
+const DEFAULT_CLERK_API_RATE: f64 = 10.0;
+/// One request every 100 s: slower would make a sweep pointless, and a pause between requests
+/// must stay a representable `Duration`.
+pub const MIN_CLERK_API_RATE: f64 = 0.01;
 
 /// One configuration problem, printed as one line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -104,12 +114,26 @@ pub enum CosmosAuth {
     Key { endpoint: String, key: Secret },
 }
 
+/// The Clerk Backend API, for reconcile and `SyncMe`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClerkApiSettings {
+    pub secret_key: Secret,
+    /// Without a trailing slash.
+    pub base_url: String,
+    pub rate_per_second: f64,
+}
+
+// `rate_per_second` is never NaN (refused when loaded), so equality is an equivalence.
+impl Eq for ClerkApiSettings {}
+
 /// What every command needs: the store and how to log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub store: StoreSettings,
     pub tombstone_ttl_seconds: u32,
     pub log_format: LogFormat,
+    /// `None` without `CLERK_SECRET_KEY`: what needs the API says it is not configured.
+    pub clerk_api: Option<ClerkApiSettings>,
 }
 
 /// What serving needs on top of `Settings`.
@@ -182,10 +206,12 @@ impl Settings {
         let store = problems.take(store_settings(env));
         let ttl_days = problems.take(tombstone_ttl_days(env));
         let log_format = problems.take(log_format(env));
+        let clerk_api = clerk_api_settings(env, &mut problems);
         problems.finish(|| Settings {
             store: store.expect("no problem means a value"),
             tombstone_ttl_seconds: ttl_days.expect("no problem means a value") * 86_400,
             log_format: log_format.expect("no problem means a value"),
+            clerk_api: clerk_api.expect("no problem means a value"),
         })
     }
 }
@@ -319,6 +345,74 @@ fn parse_connection_string(value: &str) -> Result<CosmosAuth, ConfigError> {
     })
 }
 
+/// URL and rate are checked even without a key, so a typo shows before the key is added.
+fn clerk_api_settings(env: &Env, problems: &mut Problems) -> Option<Option<ClerkApiSettings>> {
+    let key = problems.take(clerk_secret_key(env));
+    let base_url = problems.take(clerk_api_url(env));
+    let rate = problems.take(clerk_api_rate(env));
+    let settings = match key? {
+        None => None,
+        Some(secret_key) => Some(ClerkApiSettings {
+            secret_key,
+            base_url: base_url?,
+            rate_per_second: rate?,
+        }),
+    };
+    Some(settings)
+}
+
+fn clerk_secret_key(env: &Env) -> Result<Option<Secret>, ConfigError> {
+    match env.get(CLERK_SECRET_KEY)? {
+        None => Ok(None),
+        Some(key) if key.starts_with("sk_") => Ok(Some(Secret(key.to_owned()))),
+        // Never echoed: a mistyped secret is still mostly a secret.
+        Some(_) => Err(ConfigError {
+            variable: CLERK_SECRET_KEY,
+            problem: "is not a Clerk secret key (sk_live_... or sk_test_...); copy it from the \
+                      Clerk dashboard's API keys page"
+                .into(),
+        }),
+    }
+}
+
+fn clerk_api_url(env: &Env) -> Result<String, ConfigError> {
+    let Some(url) = env.get(CLERK_API_URL)? else {
+        return Ok(DEFAULT_CLERK_API_URL.to_owned());
+    };
+    // Paths are appended as `/v1/...`: a trailing slash would double, a query would be lost.
+    let trimmed = url.trim_end_matches('/');
+    match reqwest::Url::parse(trimmed) {
+        Ok(parsed)
+            if matches!(parsed.scheme(), "http" | "https")
+                && parsed.has_host()
+                && parsed.query().is_none()
+                && parsed.fragment().is_none() =>
+        {
+            Ok(trimmed.to_owned())
+        }
+        _ => Err(ConfigError {
+            variable: CLERK_API_URL,
+            problem: format!("is not an http(s) URL such as {DEFAULT_CLERK_API_URL}: {url:?}"),
+        }),
+    }
+}
+
+fn clerk_api_rate(env: &Env) -> Result<f64, ConfigError> {
+    let Some(rate) = env.get(CLERK_API_RATE)? else {
+        return Ok(DEFAULT_CLERK_API_RATE);
+    };
+    match rate.parse::<f64>() {
+        Ok(value) if value.is_finite() && value >= MIN_CLERK_API_RATE => Ok(value),
+        _ => Err(ConfigError {
+            variable: CLERK_API_RATE,
+            problem: format!(
+                "must be a number of requests per second, at least {MIN_CLERK_API_RATE}, \
+                 not {rate:?}"
+            ),
+        }),
+    }
+}
+
 fn tombstone_ttl_days(env: &Env) -> Result<u32, ConfigError> {
     let Some(days) = env.get(TOMBSTONE_TTL_DAYS)? else {
         return Ok(DEFAULT_TOMBSTONE_TTL_DAYS);
@@ -376,6 +470,7 @@ mod tests {
                 },
                 tombstone_ttl_seconds: 30 * 86_400,
                 log_format: LogFormat::Text,
+                clerk_api: None,
             }
         );
     }
@@ -484,6 +579,83 @@ mod tests {
             ServeSettings::load(&env(&[(SIGNING_SECRET, "whsec_!!notbase64!!")]), None, None)
                 .unwrap_err();
         assert!(!errors.to_string().contains("notbase64"), "{errors}");
+    }
+
+    #[test]
+    fn clerk_api_is_off_without_a_key_and_defaults_with_one() {
+        assert_eq!(Settings::load(&env(&[])).unwrap().clerk_api, None);
+        let key = "sk_test_c2VjcmV0IGtleQ";
+        let settings = Settings::load(&env(&[(CLERK_SECRET_KEY, key)])).unwrap();
+        assert_eq!(
+            settings.clerk_api,
+            Some(ClerkApiSettings {
+                secret_key: Secret(key.into()),
+                base_url: DEFAULT_CLERK_API_URL.into(),
+                rate_per_second: DEFAULT_CLERK_API_RATE,
+            })
+        );
+        assert!(
+            !format!("{settings:?}").contains("c2VjcmV0"),
+            "{settings:?}"
+        );
+        let custom = Settings::load(&env(&[
+            (CLERK_SECRET_KEY, key),
+            (CLERK_API_URL, "http://127.0.0.1:8080/"),
+            (CLERK_API_RATE, "2.5"),
+        ]))
+        .unwrap()
+        .clerk_api
+        .unwrap();
+        assert_eq!(
+            custom.base_url, "http://127.0.0.1:8080",
+            "trailing slash dropped"
+        );
+        assert_eq!(custom.rate_per_second, 2.5);
+    }
+
+    #[test]
+    fn refuses_a_clerk_key_that_is_not_a_secret_key_without_echoing_it() {
+        let errors =
+            Settings::load(&env(&[(CLERK_SECRET_KEY, "pk_test_publishable")])).unwrap_err();
+        assert_eq!(errors.0.len(), 1);
+        assert_eq!(errors.0[0].variable, CLERK_SECRET_KEY);
+        assert!(!errors.to_string().contains("publishable"), "{errors}");
+        let reference = "@Microsoft.KeyVault(SecretUri=https://v.vault.azure.net/secrets/s/)";
+        assert_eq!(
+            problems(Settings::load(&env(&[(CLERK_SECRET_KEY, reference)]))),
+            [CLERK_SECRET_KEY]
+        );
+    }
+
+    #[test]
+    fn refuses_bad_clerk_urls_and_rates_even_without_a_key() {
+        for url in [
+            "api.clerk.com",
+            "ftp://api.clerk.com",
+            "https://",
+            "https://a/?x=1",
+        ] {
+            assert_eq!(
+                problems(Settings::load(&env(&[(CLERK_API_URL, url)]))),
+                [CLERK_API_URL],
+                "{url}"
+            );
+        }
+        for rate in ["0", "-1", "NaN", "inf", "ten", "0.001"] {
+            assert_eq!(
+                problems(Settings::load(&env(&[(CLERK_API_RATE, rate)]))),
+                [CLERK_API_RATE],
+                "{rate}"
+            );
+        }
+        assert_eq!(
+            problems(Settings::load(&env(&[
+                (CLERK_SECRET_KEY, "sk"),
+                (CLERK_API_URL, "x"),
+                (CLERK_API_RATE, "0"),
+            ]))),
+            [CLERK_SECRET_KEY, CLERK_API_URL, CLERK_API_RATE]
+        );
     }
 
     #[test]

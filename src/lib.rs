@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod clerk;
+pub mod clerk_api;
 pub mod cli;
 pub mod config;
 pub mod document;

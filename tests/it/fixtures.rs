@@ -36,6 +36,53 @@ pub fn clerk_user(id: &str, updated_at_ms: i64) -> Value {
     })
 }
 
+/// A Clerk organization as the Backend API and `organization.*` events carry it.
+pub fn clerk_organization(id: &str, updated_at_ms: i64) -> Value {
+    json!({
+        "object": "organization",
+        "id": id,
+        "name": "Analytical Engines",
+        "slug": format!("engines-{id}"),
+        "image_url": "https://img.clerk.com/engines.png",
+        "has_image": true,
+        "members_count": 2,
+        "pending_invitations_count": 0,
+        "max_allowed_memberships": 5,
+        "admin_delete_enabled": true,
+        "public_metadata": {"tier": "gold"},
+        "private_metadata": {"billing": "internal"},
+        "created_by": "user_creator",
+        "created_at": 1_700_000_000_000i64,
+        "updated_at": updated_at_ms
+    })
+}
+
+/// A Clerk organization membership as the Backend API and `organizationMembership.*` events
+/// (`.deleted` included) carry it: the whole organization nested, and the member's public data.
+pub fn clerk_membership(id: &str, org_id: &str, user_id: &str, updated_at_ms: i64) -> Value {
+    json!({
+        "object": "organization_membership",
+        "id": id,
+        "role": "org:member",
+        "role_name": "Member",
+        "permissions": ["org:sys_memberships:read"],
+        "public_metadata": {"team": "engines"},
+        "private_metadata": {"note": "internal"},
+        "organization": clerk_organization(org_id, updated_at_ms),
+        "public_user_data": {
+            "user_id": user_id,
+            "first_name": "Ada",
+            "last_name": "Lovelace",
+            "profile_image_url": "https://img.clerk.com/ada.png",
+            "image_url": "https://img.clerk.com/ada.png",
+            "has_image": true,
+            "identifier": "ada@example.com"
+        },
+        "created_at": 1_700_000_000_000i64,
+        "updated_at": updated_at_ms
+    })
+}
+
 /// A Clerk event envelope.
 pub fn clerk_event(event_type: &str, data: Value) -> Value {
     json!({

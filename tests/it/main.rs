@@ -1,6 +1,8 @@
 //! All integration tests, compiled as one binary to keep link times down.
 
 mod bicep;
+mod clerk_api;
+mod clerk_api_double;
 mod cosmos_emulator;
 mod cosmos_store;
 mod fixtures;

@@ -1,0 +1,511 @@
+//! A test double of Clerk's Backend API: not Clerk, but a local stand-in speaking the part of
+//! its documented protocol this project uses (spec `bapi/2026-05-12.yml`), with the behaviours
+//! a client can trip over reproduced on purpose:
+//! - `GET /v1/users`: a plain JSON array; `limit` above 500 silently gives 10 (as the real API
+//!   does); `offset`; `order_by` `±created_at` (default newest first); `created_at_after` and
+//!   `created_at_before`, both strict; repeated `user_id=` filters (`-` prefix excludes).
+//! - `GET /v1/organizations` (`organization_id=` filters), `GET /v1/organization_memberships`
+//!   and `GET /v1/organizations/{id}/memberships` (`user_id=` filters): `{data, total_count}`.
+//! - `GET /v1/users/{id}`, `GET /v1/organizations/{id}`: the object, or 404 with Clerk's error
+//!   body.
+//! - Ties in `created_at` are ordered by id, the same on every request.
+//! - 401 unless `Authorization: Bearer <key>`; 400 without a known `Clerk-API-Version`.
+//!
+//! Tests change its data at any time (directly, or from `on_request` just before the n-th
+//! request is answered), script failures (429 with Retry-After, a status, a slow answer), and
+//! read the requests it received.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use handler::config::{
+    CLERK_API_RATE, CLERK_API_URL, CLERK_SECRET_KEY, ClerkApiSettings, Env, Settings,
+};
+use serde_json::{Value, json};
+
+/// The versions Clerk serves; anything else is refused, as Clerk does.
+const VERSIONS: [&str; 5] = [
+    "2021-02-05",
+    "2024-10-01",
+    "2025-04-10",
+    "2025-11-10",
+    "2026-05-12",
+];
+const MAX_LIMIT: usize = 500;
+const DEFAULT_LIMIT: usize = 10;
+/// Clerk's cap on the values of one id filter.
+const MAX_FILTER_VALUES: usize = 100;
+
+/// What the double holds, by id. Items are real-shaped JSON (see `fixtures`).
+#[derive(Default)]
+pub struct ClerkData {
+    pub users: BTreeMap<String, Value>,
+    pub organizations: BTreeMap<String, Value>,
+    pub memberships: BTreeMap<String, Value>,
+}
+
+impl ClerkData {
+    /// Adds or replaces an item, filed by its `object` (`user`, `organization`,
+    /// `organization_membership`).
+    pub fn put(&mut self, item: Value) {
+        let id = item["id"]
+            .as_str()
+            .expect("an item has a string id")
+            .to_owned();
+        let map = match item["object"].as_str() {
+            Some("user") => &mut self.users,
+            Some("organization") => &mut self.organizations,
+            Some("organization_membership") => &mut self.memberships,
+            other => panic!("the double holds no {other:?}"),
+        };
+        map.insert(id, item);
+    }
+
+    /// Removes the item of any kind with this id; whether there was one.
+    pub fn remove(&mut self, id: &str) -> bool {
+        [
+            &mut self.users,
+            &mut self.organizations,
+            &mut self.memberships,
+        ]
+        .into_iter()
+        .any(|map| map.remove(id).is_some())
+    }
+}
+
+/// A scripted answer, taken by the next request in place of the real one.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// 429 with `Retry-After: <seconds>`.
+    RateLimited { retry_after_secs: u64 },
+    /// This status with Clerk's error body (500, 502, 503...).
+    Status(u16),
+    /// The real answer, after this long (longer than the client's timeout, say).
+    Delay(Duration),
+}
+
+/// One request as the double received it.
+#[derive(Debug, Clone)]
+pub struct LoggedRequest {
+    pub method: String,
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub authorization: Option<String>,
+    pub api_version: Option<String>,
+}
+
+impl LoggedRequest {
+    /// Every value of one query parameter, in order.
+    pub fn query_values(&self, name: &str) -> Vec<&str> {
+        self.query
+            .iter()
+            .filter(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+            .collect()
+    }
+
+    pub fn query_value(&self, name: &str) -> Option<&str> {
+        self.query_values(name).first().copied()
+    }
+}
+
+type Hook = Box<dyn FnOnce(&mut ClerkData) + Send>;
+
+struct Shared {
+    key: String,
+    data: Mutex<ClerkData>,
+    failures: Mutex<VecDeque<Failure>>,
+    log: Mutex<Vec<LoggedRequest>>,
+    hooks: Mutex<Vec<(usize, Hook)>>,
+}
+
+pub struct ClerkApiDouble {
+    address: SocketAddr,
+    shared: Arc<Shared>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl ClerkApiDouble {
+    /// Starts empty on a free port of 127.0.0.1, accepting `key` as the secret key.
+    pub async fn start(key: &str) -> Self {
+        let shared = Arc::new(Shared {
+            key: key.to_owned(),
+            data: Mutex::default(),
+            failures: Mutex::default(),
+            log: Mutex::default(),
+            hooks: Mutex::default(),
+        });
+        let router = Router::new()
+            .route("/v1/users", get(list_users))
+            .route("/v1/users/{id}", get(get_user))
+            .route("/v1/organizations", get(list_organizations))
+            .route("/v1/organizations/{id}", get(get_organization))
+            .route(
+                "/v1/organizations/{id}/memberships",
+                get(list_organization_memberships),
+            )
+            .route("/v1/organization_memberships", get(list_memberships))
+            .layer(middleware::from_fn_with_state(Arc::clone(&shared), receive))
+            .with_state(Arc::clone(&shared));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        Self {
+            address,
+            shared,
+            server,
+        }
+    }
+
+    /// The base URL, as `CLERK_API_URL` takes it.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Settings that reach this double with `key` at `rate` requests per second.
+    pub fn settings(&self, key: &str, rate: f64) -> ClerkApiSettings {
+        api_settings(&self.url(), key, rate)
+    }
+
+    /// Adds or replaces an item; see `ClerkData::put`.
+    pub fn put(&self, item: Value) {
+        self.with_data(|data| data.put(item));
+    }
+
+    pub fn put_all(&self, items: impl IntoIterator<Item = Value>) {
+        self.with_data(|data| items.into_iter().for_each(|item| data.put(item)));
+    }
+
+    /// Removes an item of any kind; whether there was one.
+    pub fn remove(&self, id: &str) -> bool {
+        self.with_data(|data| data.remove(id))
+    }
+
+    pub fn with_data<R>(&self, change: impl FnOnce(&mut ClerkData) -> R) -> R {
+        change(&mut self.shared.data.lock().unwrap())
+    }
+
+    /// Runs `change` when the `n`-th request (from 1) arrives, before it is answered: data
+    /// that changes between two pages of a sweep.
+    pub fn on_request(&self, n: usize, change: impl FnOnce(&mut ClerkData) + Send + 'static) {
+        self.shared
+            .hooks
+            .lock()
+            .unwrap()
+            .push((n, Box::new(change)));
+    }
+
+    /// Queues a failure: each request takes the first one queued, if any.
+    pub fn fail_next(&self, failure: Failure) {
+        self.shared.failures.lock().unwrap().push_back(failure);
+    }
+
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        self.shared.log.lock().unwrap().clone()
+    }
+
+    pub fn request_count(&self) -> usize {
+        self.shared.log.lock().unwrap().len()
+    }
+}
+
+impl Drop for ClerkApiDouble {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Clerk API settings as `config` loads them from the environment (a `Secret` has no other
+/// public way in).
+pub fn api_settings(url: &str, key: &str, rate: f64) -> ClerkApiSettings {
+    let env: Env = [
+        (CLERK_SECRET_KEY, key.to_owned()),
+        (CLERK_API_URL, url.to_owned()),
+        (CLERK_API_RATE, rate.to_string()),
+    ]
+    .into_iter()
+    .collect();
+    Settings::load(&env)
+        .expect("valid Clerk API settings")
+        .clerk_api
+        .expect("a secret key enables the Clerk API")
+}
+
+/// Every request: logged, hooks run, a scripted failure taken, then the key and version checked.
+async fn receive(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    // In a block: the closure borrows the request, whose body is not `Sync`, so it must not
+    // live across an await.
+    let logged = {
+        let header = |name: &str| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        LoggedRequest {
+            method: request.method().to_string(),
+            path: request.uri().path().to_owned(),
+            query: Query::try_from_uri(request.uri())
+                .map(|Query(query)| query)
+                .unwrap_or_default(),
+            authorization: header("authorization"),
+            api_version: header("clerk-api-version"),
+        }
+    };
+    let n = {
+        let mut log = shared.log.lock().unwrap();
+        log.push(logged.clone());
+        log.len()
+    };
+    let due: Vec<Hook> = {
+        let mut hooks = shared.hooks.lock().unwrap();
+        let (due, later) = hooks.drain(..).partition(|(at, _)| *at == n);
+        *hooks = later;
+        due.into_iter().map(|(_, hook)| hook).collect()
+    };
+    for hook in due {
+        hook(&mut shared.data.lock().unwrap());
+    }
+    let failure = shared.failures.lock().unwrap().pop_front();
+    match failure {
+        Some(Failure::RateLimited { retry_after_secs }) => {
+            let mut response = clerk_error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests");
+            response
+                .headers_mut()
+                .insert("retry-after", retry_after_secs.into());
+            return response;
+        }
+        Some(Failure::Status(status)) => {
+            return clerk_error(
+                StatusCode::from_u16(status).unwrap(),
+                "internal_clerk_error",
+            );
+        }
+        Some(Failure::Delay(delay)) => tokio::time::sleep(delay).await,
+        None => {}
+    }
+    if logged.authorization != Some(format!("Bearer {}", shared.key)) {
+        return clerk_error(StatusCode::UNAUTHORIZED, "authentication_invalid");
+    }
+    if !logged
+        .api_version
+        .is_some_and(|version| VERSIONS.contains(&version.as_str()))
+    {
+        return clerk_error(StatusCode::BAD_REQUEST, "invalid_api_version");
+    }
+    next.run(request).await
+}
+
+type Params = Query<Vec<(String, String)>>;
+
+async fn list_users(State(shared): State<Arc<Shared>>, Query(params): Params) -> Response {
+    let data = shared.data.lock().unwrap();
+    let (after, before) = match (
+        int_param(&params, "created_at_after"),
+        int_param(&params, "created_at_before"),
+    ) {
+        (Ok(after), Ok(before)) => (after, before),
+        _ => return clerk_error(StatusCode::BAD_REQUEST, "form_param_format_invalid"),
+    };
+    let Some(ids) = IdFilter::parse(&params, "user_id") else {
+        return clerk_error(StatusCode::UNPROCESSABLE_ENTITY, "form_param_value_invalid");
+    };
+    let users = data.users.values().filter(|user| {
+        let created_at = created_at(user);
+        after.is_none_or(|after| created_at > after)
+            && before.is_none_or(|before| created_at < before)
+            && ids.admits(id(user))
+    });
+    match page(users, &params) {
+        Ok((items, _)) => Json(Value::Array(items)).into_response(),
+        Err((status, code)) => clerk_error(status, code),
+    }
+}
+
+async fn get_user(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    object_or_404(shared.data.lock().unwrap().users.get(&id))
+}
+
+async fn list_organizations(State(shared): State<Arc<Shared>>, Query(params): Params) -> Response {
+    let data = shared.data.lock().unwrap();
+    let Some(ids) = IdFilter::parse(&params, "organization_id") else {
+        return clerk_error(StatusCode::UNPROCESSABLE_ENTITY, "form_param_value_invalid");
+    };
+    list(
+        data.organizations
+            .values()
+            .filter(|org| ids.admits(id(org))),
+        &params,
+    )
+}
+
+async fn get_organization(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    object_or_404(shared.data.lock().unwrap().organizations.get(&id))
+}
+
+async fn list_organization_memberships(
+    State(shared): State<Arc<Shared>>,
+    Path(org_id): Path<String>,
+    Query(params): Params,
+) -> Response {
+    let data = shared.data.lock().unwrap();
+    if !data.organizations.contains_key(&org_id) {
+        return clerk_error(StatusCode::NOT_FOUND, "resource_not_found");
+    }
+    let Some(users) = IdFilter::parse(&params, "user_id") else {
+        return clerk_error(StatusCode::UNPROCESSABLE_ENTITY, "form_param_value_invalid");
+    };
+    list(
+        data.memberships.values().filter(|membership| {
+            membership["organization"]["id"] == org_id.as_str()
+                && users.admits(
+                    membership["public_user_data"]["user_id"]
+                        .as_str()
+                        .unwrap_or_default(),
+                )
+        }),
+        &params,
+    )
+}
+
+async fn list_memberships(State(shared): State<Arc<Shared>>, Query(params): Params) -> Response {
+    let data = shared.data.lock().unwrap();
+    list(data.memberships.values(), &params)
+}
+
+/// `{data, total_count}`, as every list but users answers.
+fn list<'a>(items: impl Iterator<Item = &'a Value>, params: &[(String, String)]) -> Response {
+    match page(items, params) {
+        Ok((data, total_count)) => {
+            Json(json!({"data": data, "total_count": total_count})).into_response()
+        }
+        Err((status, code)) => clerk_error(status, code),
+    }
+}
+
+/// Ordered, then `offset` and `limit` applied: the page, and how many matched in all; or the
+/// status and Clerk error code refusing the parameters.
+fn page<'a>(
+    items: impl Iterator<Item = &'a Value>,
+    params: &[(String, String)],
+) -> Result<(Vec<Value>, usize), (StatusCode, &'static str)> {
+    let mut items: Vec<&Value> = items.collect();
+    items.sort_by_key(|item| (created_at(item), id(item)));
+    match param(params, "order_by").unwrap_or("-created_at") {
+        "created_at" | "+created_at" => {}
+        "-created_at" => items.reverse(),
+        // Clerk orders by other fields too; nothing here needs them.
+        _ => return Err((StatusCode::UNPROCESSABLE_ENTITY, "unsupported_order_by")),
+    }
+    let bad = || (StatusCode::BAD_REQUEST, "form_param_format_invalid");
+    let limit = match int_param(params, "limit").map_err(|_| bad())? {
+        None => DEFAULT_LIMIT,
+        Some(limit) if limit < 1 => return Err(bad()),
+        // The real API's quirk: no error, just its default.
+        Some(limit) if limit as usize > MAX_LIMIT => DEFAULT_LIMIT,
+        Some(limit) => limit as usize,
+    };
+    let offset = match int_param(params, "offset").map_err(|_| bad())? {
+        Some(offset) if offset < 0 => return Err(bad()),
+        offset => offset.unwrap_or(0) as usize,
+    };
+    let total = items.len();
+    let page = items
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .cloned()
+        .collect();
+    Ok((page, total))
+}
+
+/// An id filter: `name=a&name=b` includes, a `-` prefix excludes; none means everything.
+struct IdFilter {
+    include: Vec<String>,
+    exclude: Vec<String>,
+}
+
+impl IdFilter {
+    fn parse(params: &[(String, String)], name: &str) -> Option<Self> {
+        let values: Vec<&str> = params
+            .iter()
+            .filter(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+            .collect();
+        if values.len() > MAX_FILTER_VALUES {
+            return None;
+        }
+        let mut filter = Self {
+            include: Vec::new(),
+            exclude: Vec::new(),
+        };
+        for value in values {
+            match value.strip_prefix('-') {
+                Some(excluded) => filter.exclude.push(excluded.to_owned()),
+                None => filter
+                    .include
+                    .push(value.strip_prefix('+').unwrap_or(value).to_owned()),
+            }
+        }
+        Some(filter)
+    }
+
+    fn admits(&self, id: &str) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|i| i == id))
+            && !self.exclude.iter().any(|e| e == id)
+    }
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+}
+
+fn int_param(params: &[(String, String)], name: &str) -> Result<Option<i64>, ()> {
+    param(params, name)
+        .map(|value| value.parse::<i64>().map_err(|_| ()))
+        .transpose()
+}
+
+fn id(item: &Value) -> &str {
+    item["id"].as_str().unwrap_or_default()
+}
+
+fn created_at(item: &Value) -> i64 {
+    item["created_at"].as_i64().unwrap_or_default()
+}
+
+fn object_or_404(item: Option<&Value>) -> Response {
+    match item {
+        Some(item) => Json(item.clone()).into_response(),
+        None => clerk_error(StatusCode::NOT_FOUND, "resource_not_found"),
+    }
+}
+
+/// Clerk's error body (`ClerkErrors`).
+fn clerk_error(status: StatusCode, code: &str) -> Response {
+    let message = if status == StatusCode::NOT_FOUND {
+        "not found"
+    } else {
+        code
+    };
+    (
+        status,
+        Json(json!({"errors": [{"code": code, "message": message}]})),
+    )
+        .into_response()
+}
