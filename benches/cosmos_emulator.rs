@@ -131,12 +131,12 @@ type Workload = (&'static str, fn(usize) -> Value);
 async fn throughput() {
     let emulator = Emulator::new();
     let store: Arc<dyn Store> = Arc::new(emulator.store().await);
-    let app = router(Arc::new(AppState {
-        verifier: Verifier::from_secrets(SECRET).expect("a valid secret"),
+    let app = router(Arc::new(AppState::new(
+        Verifier::from_secrets(SECRET).expect("a valid secret"),
         store,
-        tombstone_ttl_seconds: TTL_SECONDS,
-        guard: None,
-    }));
+        TTL_SECONDS,
+        None,
+    )));
     println!(
         "\n{:<22} {:>10} {:>13} {:>9} {:>9} {:>9}",
         "workload", "deliveries", "deliveries/s", "p50 ms", "p99 ms", "max ms"

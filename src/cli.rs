@@ -34,6 +34,21 @@ pub enum Command {
     /// Read the stored memberships.
     #[command(subcommand)]
     Memberships(MembershipsCommand),
+    /// Make the store equal Clerk: sweep every user, organization and membership from Clerk's
+    /// Backend API (CLERK_SECRET_KEY), create what is missing, update what is stale, tombstone
+    /// what Clerk confirms gone. Exits 0 done (dry run: nothing to do), 4 a dry run found drift,
+    /// 3 Clerk or the store unavailable, 2 configuration.
+    Reconcile(ReconcileArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// Change nothing; report what would be created, updated and deleted.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the report as one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args, Default)]

@@ -2,19 +2,19 @@
 //! Svix-signed webhooks.
 //!
 //! A delivery flows `http` -> `verify` -> `clerk` -> `apply` (which asks `sync` what to write)
-//! -> `store`. `config`, `startup`, `cli` and `telemetry` set the binary up; `items` answers the
-//! read commands.
+//! -> `store`. `config`, `startup`, `cli` and `telemetry` set the binary up; `commands` answer the
+//! command line; `reconcile` sweeps Clerk's Backend API (`clerk::api`) through the same `apply`.
 
 pub mod apply;
 pub mod clerk;
-pub mod clerk_api;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod document;
 pub mod error;
 pub mod http;
 pub mod item;
-pub mod items;
+pub mod reconcile;
 pub mod startup;
 pub mod store;
 pub mod sync;

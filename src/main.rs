@@ -4,10 +4,14 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use handler::cli::{Cli, Command, ItemsCommand, MembershipsCommand, ServeArgs};
-use handler::config::{ConfigErrors, Env, ServeSettings, Settings, StoreSettings};
+use handler::clerk::api::ClerkApi;
+use handler::cli::{Cli, Command, ItemsCommand, MembershipsCommand, ReconcileArgs, ServeArgs};
+use handler::commands::items::{self, ItemsError};
+use handler::commands::reconcile::{self, Finished};
+use handler::config::{
+    self, ConfigError, ConfigErrors, Env, ServeSettings, Settings, StoreSettings,
+};
 use handler::item::Kind;
-use handler::items::{self, ItemsError};
 use handler::startup;
 use handler::store::ListFilter;
 use handler::telemetry::{self, Target};
@@ -15,8 +19,11 @@ use handler::telemetry::{self, Target};
 // Exit statuses beside 0 and 1 (`ExitCode::FAILURE`: serving failed, or `get` found nothing).
 /// Configuration refused at startup.
 const EXIT_CONFIG: u8 = 2;
-/// A command could not read the store: distinct from "not found", for scripts.
-const EXIT_STORE: u8 = 3;
+/// A command could not reach the store (or, for reconcile, Clerk): distinct from "not found",
+/// for scripts.
+const EXIT_UNAVAILABLE: u8 = 3;
+/// A reconcile dry run found drift.
+const EXIT_DRIFT: u8 = 4;
 
 /// What a read command asks of the store.
 enum Read {
@@ -42,6 +49,7 @@ fn main() -> ExitCode {
             };
             run_read(&env, Read::List(filter))
         }
+        Some(Command::Reconcile(args)) => run_reconcile(&env, args),
     }
 }
 
@@ -104,8 +112,45 @@ fn run_read(env: &Env, read: Read) -> ExitCode {
             eprintln!("handler: no {kind} {id} (missing or deleted)");
             ExitCode::FAILURE
         }
-        Ok(Err(other)) => report(other.into(), ExitCode::from(EXIT_STORE)),
-        Err(error) => report(error, ExitCode::from(EXIT_STORE)),
+        Ok(Err(other)) => report(other.into(), ExitCode::from(EXIT_UNAVAILABLE)),
+        Err(error) => report(error, ExitCode::from(EXIT_UNAVAILABLE)),
+    }
+}
+
+fn run_reconcile(env: &Env, args: ReconcileArgs) -> ExitCode {
+    let settings = match Settings::load(env) {
+        Ok(settings) => settings,
+        Err(errors) => return refuse(&errors),
+    };
+    let Some(clerk_settings) = &settings.clerk_api else {
+        return refuse(&ConfigErrors(vec![ConfigError {
+            variable: config::CLERK_SECRET_KEY,
+            problem: "is not set; reconcile reads Clerk's Backend API with the secret key \
+                      (sk_live_... or sk_test_...) from the Clerk dashboard's API keys page"
+                .into(),
+        }]));
+    };
+    telemetry::init(settings.log_format, Target::Stderr, "info");
+    let outcome = run(async {
+        let clerk = ClerkApi::new(clerk_settings)?;
+        let store = startup::open_store(&settings.store)?;
+        let mut stdout = std::io::stdout().lock();
+        let finished = reconcile::run(
+            store.as_ref(),
+            &clerk,
+            settings.tombstone_ttl_seconds,
+            args.dry_run,
+            args.json,
+            &mut stdout,
+        )
+        .await?;
+        Ok::<_, anyhow::Error>(finished)
+    });
+    match outcome {
+        Ok(Finished::InSync) => ExitCode::SUCCESS,
+        Ok(Finished::Drift) => ExitCode::from(EXIT_DRIFT),
+        Ok(Finished::Incomplete) => ExitCode::from(EXIT_UNAVAILABLE),
+        Err(error) => report(error, ExitCode::from(EXIT_UNAVAILABLE)),
     }
 }
 

@@ -7,18 +7,26 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
+use crate::clerk::api::ClerkApi;
 use crate::config::{ServeSettings, Settings, StoreSettings};
 use crate::http::{self, AppState};
 use crate::store;
 
 pub async fn serve(settings: Settings, serve: ServeSettings) -> anyhow::Result<()> {
     let store = open_store(&settings.store)?;
-    let state = Arc::new(AppState {
-        verifier: serve.verifier,
+    let clerk = settings
+        .clerk_api
+        .as_ref()
+        .map(ClerkApi::new)
+        .transpose()
+        .context("cannot set up the Clerk Backend API client")?
+        .map(Arc::new);
+    let state = Arc::new(AppState::new(
+        serve.verifier,
         store,
-        tombstone_ttl_seconds: settings.tombstone_ttl_seconds,
-        guard: None,
-    });
+        settings.tombstone_ttl_seconds,
+        clerk,
+    ));
     let address = SocketAddr::new(serve.bind, serve.port);
     let listener = TcpListener::bind(address)
         .await

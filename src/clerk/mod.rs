@@ -5,6 +5,7 @@
 //! field is optional or defaulted and unknown fields are ignored; only what the sync needs (the
 //! id, and `updated_at` for a change) is required.
 
+pub mod api;
 mod fields;
 mod membership;
 mod organization;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
-use handler::clerk_api::{CLERK_API_VERSION, ClerkApi, ClerkApiError, Patience, Sweep, Timings};
+use handler::clerk::api::{CLERK_API_VERSION, ClerkApi, ClerkApiError, Patience, Sweep, Timings};
 use serde_json::{Value, json};
 
 use crate::clerk_api_double::{ClerkApiDouble, Failure, api_settings};

@@ -110,12 +110,12 @@ pub struct TestApp {
 
 impl TestApp {
     pub fn with_store(store: Arc<dyn Store>) -> Self {
-        let state = AppState {
-            verifier: Verifier::from_secrets(SECRET).unwrap(),
-            store: Arc::clone(&store),
-            tombstone_ttl_seconds: TTL_SECONDS,
-            guard: None,
-        };
+        let state = AppState::new(
+            Verifier::from_secrets(SECRET).unwrap(),
+            Arc::clone(&store),
+            TTL_SECONDS,
+            None,
+        );
         Self {
             store,
             router: router(Arc::new(state)),
@@ -222,6 +222,18 @@ impl HandlerProcess {
         let body = serde_json::to_vec(event).unwrap();
         let headers = svix_headers(SECRET, &msg_id(), now(), &body);
         self.post(&headers, body).await
+    }
+
+    /// The environment the process was started with.
+    pub fn env(&self) -> &[(String, String)] {
+        &self.env
+    }
+
+    pub fn env_value(&self, name: &str) -> Option<String> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
     }
 
     /// `handler <args>` on the same store, while the server runs.

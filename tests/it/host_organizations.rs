@@ -82,7 +82,7 @@ async fn organizations_and_memberships_are_stored_and_read_back() {
     let org = app.get("organizations", "org_a").expect("stored");
     assert_eq!(org["type"], "organization");
     assert_eq!(org["clerkUpdatedAt"], T0 + 1);
-    assert_eq!(org["slug"], "acme");
+    assert_eq!(org["slug"], "engines-org_a");
     assert_eq!(org["createdBy"], "user_creator");
     assert!(
         !org.to_string().contains("billing"),
@@ -104,7 +104,7 @@ async fn organizations_and_memberships_are_stored_and_read_back() {
         &json!({
             "id": "orgmem_1", "type": "membership", "organizationId": "org_a", "userId": "user_1",
             "role": "org:member", "permissions": ["org:sys_memberships:read"],
-            "publicMetadata": {}, "createdAt": "2023-11-14T22:13:20Z",
+            "publicMetadata": {"team": "engines"}, "createdAt": "2023-11-14T22:13:20Z",
             "updatedAt": "2023-11-14T22:13:20Z", "clerkUpdatedAt": T0,
             "lastEventId": member["lastEventId"]
         })

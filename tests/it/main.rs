@@ -11,4 +11,5 @@ mod host;
 mod host_organizations;
 mod identity_endpoint_double;
 mod managed_identity;
+mod reconcile;
 mod store_contract;

@@ -492,7 +492,7 @@ pub async fn organizations_and_memberships_follow_the_sync_rules(store: Arc<dyn 
     );
     let organization = stored_item(s, "org_r").await;
     assert_eq!(organization["type"], "organization");
-    assert_eq!(organization["name"], "Acme");
+    assert_eq!(organization["name"], "Analytical Engines");
     assert_eq!(organization["publicMetadata"], json!({"tier": "gold"}));
     assert!(organization.get("privateMetadata").is_none());
     assert_eq!(

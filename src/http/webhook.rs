@@ -1,57 +1,31 @@
-//! The HTTP surface the Functions host forwards to: readiness on `/`, deliveries on
-//! `/api/ClerkWebhook`, a JSON status for everything else.
+//! `POST /api/ClerkWebhook`: a Svix delivery, verified on the exact bytes received, parsed, and
+//! applied, answered within Svix's patience.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 use tokio::time::{Instant, timeout_at};
 
+use super::AppState;
 use crate::apply::{self, Guard, Options, Outcome, Tally};
 use crate::clerk::ClerkEvent;
 use crate::error::ApiError;
 use crate::item::{ItemRef, Kind};
-use crate::store::Store;
 use crate::sync::Change;
-use crate::verify::Verifier;
 
-pub const WEBHOOK_PATH: &str = "/api/ClerkWebhook";
-/// Clerk's user payloads are a few KiB; 1 MiB leaves room and bounds what a sender can make us
+/// Clerk's payloads are a few KiB; 1 MiB leaves room and bounds what a sender can make us
 /// buffer.
 pub const BODY_LIMIT: usize = 1024 * 1024;
 /// Svix waits 15 s; answering within 10 s leaves it time to receive the answer. The last second
 /// is margin for writing the response.
 const DEADLINE: Duration = Duration::from_secs(9);
-
-pub struct AppState {
-    pub verifier: Verifier,
-    pub store: Arc<dyn Store>,
-    pub tombstone_ttl_seconds: u32,
-    /// The resurrection guard, when the Clerk Backend API is configured.
-    pub guard: Option<Arc<dyn Guard>>,
-}
-
-pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/", get(ready))
-        .route(WEBHOOK_PATH, post(webhook))
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .fallback(|| async { ApiError::NotFound })
-        .with_state(state)
-}
-
-/// The host polls this until it answers; it never waits on the store.
-async fn ready() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ready" }))
-}
 
 /// What a delivery ended in when it was accepted (any 2xx).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +57,11 @@ impl DeliveryLog {
     }
 }
 
-async fn webhook(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+pub(super) async fn webhook(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let started = Instant::now();
     let mut log = DeliveryLog::default();
     let result = deliver(&state, &headers, body, started + DEADLINE, &mut log).await;
@@ -156,7 +134,7 @@ async fn deliver(
     let options = Options {
         event_id: &event_id,
         tombstone_ttl_seconds: state.tombstone_ttl_seconds,
-        guard: state.guard.as_deref(),
+        guard: state.clerk.as_deref().map(|clerk| clerk as &dyn Guard),
     };
     let applying = apply::apply(state.store.as_ref(), change, options);
     let report = timeout_at(deadline, applying)

@@ -19,6 +19,8 @@ use reqwest::{StatusCode, Url};
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
+use crate::apply::{Guard, GuardError};
+use crate::clerk::Snapshot;
 use crate::config::{ClerkApiSettings, MIN_CLERK_API_RATE};
 
 /// The API version every request pins (`Clerk-API-Version`), the one `@clerk/backend` pins too:
@@ -551,8 +553,8 @@ impl Pacer {
 /// **Organizations and memberships** have offset paging only. They are read in ascending
 /// `created_at` order, so creations land at the end rather than shifting rows, and each page
 /// starts 450 items after the previous one (an overlap of 50): up to 50 deletions behind the
-/// offset between two pages skip nobody. Memory: every id returned so far, about 100 bytes per
-/// item (100 MB for a million).
+/// offset between two pages skip nobody. A repeat can only come from the previous page's
+/// overlap, so memory is that page's ids: flat however long the list.
 ///
 /// A sweep stops at the first page with fewer than 500 items. A full page with nothing new
 /// means the API ignored the paging parameters: that is refused rather than looped on.
@@ -570,6 +572,7 @@ enum Paging {
     Offset {
         list: OffsetList,
         offset: usize,
+        /// The previous page's ids.
         seen: HashSet<String>,
     },
 }
@@ -710,10 +713,17 @@ async fn offset_page(
     })?;
     let page = list_data(body, list.path())?;
     let raw_len = page.len();
-    let fresh = page
-        .into_iter()
-        .filter(|item| seen.insert(item_id(item).expect("checked by list_data").to_owned()))
-        .collect();
+    // Ascending by creation, so a repeat can only come from the previous page's overlap:
+    // remembering that page's ids is enough, and keeps memory flat however long the list.
+    let previous = std::mem::take(seen);
+    let mut fresh = Vec::with_capacity(raw_len);
+    for item in page {
+        let id = item_id(&item).expect("checked by list_data").to_owned();
+        let repeated = previous.contains(&id);
+        if seen.insert(id) && !repeated {
+            fresh.push(item);
+        }
+    }
     Ok((fresh, raw_len))
 }
 
@@ -822,6 +832,47 @@ fn jitter(full: Duration) -> Duration {
     let random = RandomState::new().hash_one(0u8);
     let fraction = (random >> 11) as f64 / (1u64 << 53) as f64;
     full / 2 + full.mul_f64(fraction / 2.0)
+}
+
+/// The resurrection guard asks Clerk directly, with a caller waiting: an object Clerk answers
+/// 404 for is gone, and its old event must not recreate it.
+#[async_trait::async_trait]
+impl Guard for ClerkApi {
+    async fn still_exists(&self, snapshot: &Snapshot) -> Result<bool, GuardError> {
+        let patience = Patience::Interactive;
+        let found = match snapshot {
+            Snapshot::User(user) => self.get_user(user.id.as_str(), patience).await,
+            Snapshot::Organization(organization) => {
+                self.get_organization(organization.id.as_str(), patience)
+                    .await
+            }
+            Snapshot::Membership(membership) => {
+                self.get_membership(
+                    membership.organization_id.as_str(),
+                    membership.user_id.as_str(),
+                    membership.id.as_str(),
+                    patience,
+                )
+                .await
+            }
+        };
+        match found {
+            Ok(found) => Ok(found.is_some()),
+            Err(ClerkApiError::Unavailable {
+                reason,
+                retry_after,
+            }) => Err(GuardError {
+                reason,
+                retry_after,
+            }),
+            // A refused request (a bad key) never clears by waiting, but neither may the event
+            // be applied unchecked: the delivery is retried while the deployment is fixed.
+            Err(ClerkApiError::Rejected(reason)) => Err(GuardError {
+                reason,
+                retry_after: None,
+            }),
+        }
+    }
 }
 
 #[cfg(test)]
