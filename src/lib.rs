@@ -11,6 +11,7 @@ pub mod config;
 pub mod document;
 pub mod error;
 pub mod http;
+pub mod session;
 pub mod startup;
 pub mod store;
 pub mod sync;
