@@ -7,5 +7,7 @@ mod fixtures;
 mod helpers;
 mod host;
 mod identity_endpoint_double;
+mod jwks_double;
 mod managed_identity;
+mod session;
 mod store_contract;
