@@ -139,7 +139,7 @@ async fn iss_must_match_when_configured_and_is_ignored_otherwise() {
 }
 
 #[tokio::test]
-async fn unknown_header_parameters_and_claims_are_ignored() {
+async fn unknown_header_parameters_and_claims_are_ignored_but_crit_is_not() {
     let key = TestKey::generate("ins_extra");
     let double = JwksDouble::start(&[&key]).await;
     let token = TokenBuilder::new()
@@ -153,6 +153,11 @@ async fn unknown_header_parameters_and_claims_are_ignored() {
         verify(&jwks_verifier(&double), &token).await.unwrap(),
         clerk_session()
     );
+    // Except `crit`, which names extensions the verifier must understand or refuse (RFC 7515).
+    let critical = TokenBuilder::new()
+        .header("crit", json!(["x-clerk-future"]))
+        .sign(&key);
+    assert_invalid(verify(&jwks_verifier(&double), &critical).await);
 }
 
 #[tokio::test]
