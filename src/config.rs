@@ -6,6 +6,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
+use crate::session;
 use crate::verify::Verifier;
 
 pub const SIGNING_SECRET: &str = "CLERK_WEBHOOK_SIGNING_SECRET";
@@ -25,6 +26,10 @@ pub const IDENTITY_ENDPOINT: &str = "IDENTITY_ENDPOINT";
 pub const CLERK_SECRET_KEY: &str = "CLERK_SECRET_KEY";
 pub const CLERK_API_URL: &str = "CLERK_API_URL";
 pub const CLERK_API_RATE: &str = "CLERK_API_RATE";
+pub const CLERK_JWT_KEY: &str = "CLERK_JWT_KEY";
+pub const CLERK_JWKS_URL: &str = "CLERK_JWKS_URL";
+pub const CLERK_AUTHORIZED_PARTIES: &str = "CLERK_AUTHORIZED_PARTIES";
+pub const CLERK_ISSUER: &str = "CLERK_ISSUER";
 
 pub const DEFAULT_PORT: u16 = 7071;
 pub const DEFAULT_BIND: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -142,6 +147,28 @@ pub struct ServeSettings {
     pub verifier: Verifier,
     pub port: u16,
     pub bind: IpAddr,
+    /// How `SyncMe` checks Clerk session tokens; `None` leaves the endpoint unconfigured.
+    pub session: Option<SessionSettings>,
+}
+
+/// Clerk session-token verification, for `SyncMe`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSettings {
+    pub key: SessionKey,
+    /// Origins allowed in `azp`, without trailing slashes.
+    pub authorized_parties: Vec<String>,
+    /// What `iss` must equal, when set.
+    pub issuer: Option<String>,
+}
+
+/// Where the key that signs session tokens comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionKey {
+    /// `CLERK_JWT_KEY`: the PEM public key from the Clerk dashboard, as configured (possibly
+    /// with literal `\n`s); no network needed.
+    Pem(String),
+    /// `CLERK_JWKS_URL`: the instance's JWK set, fetched when first needed.
+    Jwks(String),
 }
 
 /// The process environment, where an empty value counts as unset.
@@ -226,12 +253,96 @@ impl ServeSettings {
         let mut problems = Problems::default();
         let verifier = problems.take(verifier(env));
         let port = problems.take(host_port(env));
+        let session = session_settings(env, &mut problems);
         problems.finish(|| ServeSettings {
             verifier: verifier.expect("no problem means a value"),
             port: port.flatten().or(cli_port).unwrap_or(DEFAULT_PORT),
             bind: bind.unwrap_or(DEFAULT_BIND),
+            session,
         })
     }
+}
+
+/// `None` when `SyncMe` is not configured: no key source or no authorized parties. Every variable
+/// is checked even then, so that a broken value is reported rather than silently unused.
+fn session_settings(env: &Env, problems: &mut Problems) -> Option<SessionSettings> {
+    let pem = problems.take(session_pem(env)).flatten();
+    let jwks = problems.take(jwks_url(env)).flatten();
+    let authorized_parties = problems.take(authorized_parties(env)).flatten();
+    let issuer = problems.take(issuer(env)).flatten();
+    Some(SessionSettings {
+        // The PEM wins: with it no token waits on a network call.
+        key: pem.map(SessionKey::Pem).or(jwks.map(SessionKey::Jwks))?,
+        authorized_parties: authorized_parties?,
+        issuer,
+    })
+}
+
+fn session_pem(env: &Env) -> Result<Option<String>, ConfigError> {
+    let Some(pem) = env.get(CLERK_JWT_KEY)? else {
+        return Ok(None);
+    };
+    session::pem_key(pem).map_err(|problem| ConfigError {
+        variable: CLERK_JWT_KEY,
+        problem,
+    })?;
+    Ok(Some(pem.to_owned()))
+}
+
+fn jwks_url(env: &Env) -> Result<Option<String>, ConfigError> {
+    env.get(CLERK_JWKS_URL)?
+        .map(|url| {
+            http_url(url).ok_or_else(|| ConfigError {
+                variable: CLERK_JWKS_URL,
+                problem: format!(
+                    "is not an http(s) URL such as https://<frontend-api>/.well-known/jwks.json: \
+                     {url:?}"
+                ),
+            })
+        })
+        .transpose()
+}
+
+/// Comma-separated origins such as `https://app.example.com, http://localhost:3000`.
+fn authorized_parties(env: &Env) -> Result<Option<Vec<String>>, ConfigError> {
+    let Some(parties) = env.get(CLERK_AUTHORIZED_PARTIES)? else {
+        return Ok(None);
+    };
+    // `azp` is an origin, which never ends in a slash; a pasted URL often does.
+    let parties: Vec<String> = parties
+        .split(',')
+        .map(|party| party.trim().trim_end_matches('/').to_owned())
+        .filter(|party| !party.is_empty())
+        .collect();
+    if parties.is_empty() {
+        return Err(ConfigError {
+            variable: CLERK_AUTHORIZED_PARTIES,
+            problem: "lists no origin; expected e.g. https://app.example.com,http://localhost:3000"
+                .into(),
+        });
+    }
+    Ok(Some(parties))
+}
+
+fn issuer(env: &Env) -> Result<Option<String>, ConfigError> {
+    env.get(CLERK_ISSUER)?
+        .map(|issuer| {
+            // Clerk's `iss` is the Frontend API URL, without a trailing slash.
+            http_url(issuer.trim_end_matches('/')).ok_or_else(|| ConfigError {
+                variable: CLERK_ISSUER,
+                problem: format!(
+                    "is not the Frontend API URL such as https://clerk.example.com: {issuer:?}"
+                ),
+            })
+        })
+        .transpose()
+}
+
+/// `value` when it is an absolute http or https URL with a host.
+fn http_url(value: &str) -> Option<String> {
+    let url = reqwest::Url::parse(value).ok()?;
+    let http = matches!(url.scheme(), "http" | "https");
+    (http && url.has_host()).then(|| value.to_owned())
 }
 
 fn verifier(env: &Env) -> Result<Verifier, ConfigError> {
@@ -579,6 +690,79 @@ mod tests {
             ServeSettings::load(&env(&[(SIGNING_SECRET, "whsec_!!notbase64!!")]), None, None)
                 .unwrap_err();
         assert!(!errors.to_string().contains("notbase64"), "{errors}");
+    }
+
+    fn serve(pairs: &[(&str, &str)]) -> Result<ServeSettings, ConfigErrors> {
+        let mut pairs = pairs.to_vec();
+        pairs.push((SIGNING_SECRET, SECRET));
+        ServeSettings::load(&env(&pairs), None, None)
+    }
+
+    #[test]
+    fn session_tokens_need_a_key_source_and_authorized_parties() {
+        let pem = crate::session::tests::test_key().public_pem.as_str();
+        let parties = (CLERK_AUTHORIZED_PARTIES, "https://app.example.com");
+        assert_eq!(serve(&[]).unwrap().session, None);
+        assert_eq!(serve(&[(CLERK_JWT_KEY, pem)]).unwrap().session, None);
+        assert_eq!(serve(&[parties]).unwrap().session, None);
+
+        let jwks = "https://clerk.example.com/.well-known/jwks.json";
+        assert_eq!(
+            serve(&[(CLERK_JWKS_URL, jwks), parties]).unwrap().session,
+            Some(SessionSettings {
+                key: SessionKey::Jwks(jwks.into()),
+                authorized_parties: vec!["https://app.example.com".into()],
+                issuer: None,
+            })
+        );
+        // App settings carry the PEM on one line with literal \n; pasted URLs end in slashes.
+        let one_line = pem.trim().replace('\n', "\\n");
+        let settings = serve(&[
+            (CLERK_JWT_KEY, &one_line),
+            (CLERK_JWKS_URL, jwks),
+            (
+                CLERK_AUTHORIZED_PARTIES,
+                " https://app.example.com/ ,http://localhost:3000,",
+            ),
+            (CLERK_ISSUER, "https://clerk.example.com/"),
+        ])
+        .unwrap();
+        assert_eq!(
+            settings.session,
+            Some(SessionSettings {
+                key: SessionKey::Pem(one_line),
+                authorized_parties: vec![
+                    "https://app.example.com".into(),
+                    "http://localhost:3000".into()
+                ],
+                issuer: Some("https://clerk.example.com".into()),
+            })
+        );
+    }
+
+    #[test]
+    fn session_settings_refuse_what_cannot_work_naming_each_variable() {
+        let not_a_key = "-----BEGIN PUBLIC KEY-----\nbm9wZQ==\n-----END PUBLIC KEY-----";
+        assert_eq!(
+            problems(serve(&[
+                (CLERK_JWT_KEY, not_a_key),
+                (CLERK_JWKS_URL, "ftp://clerk.example.com/jwks.json"),
+                (CLERK_AUTHORIZED_PARTIES, " , /"),
+                (CLERK_ISSUER, "clerk.example.com"),
+            ])),
+            [
+                CLERK_JWT_KEY,
+                CLERK_JWKS_URL,
+                CLERK_AUTHORIZED_PARTIES,
+                CLERK_ISSUER
+            ]
+        );
+        let private =
+            "-----BEGIN RSA PRIVATE KEY-----\nTUlJRW93SUJBQUtD\n-----END RSA PRIVATE KEY-----";
+        let errors = serve(&[(CLERK_JWT_KEY, private)]).unwrap_err();
+        assert_eq!(errors.0.len(), 1);
+        assert!(errors.0[0].problem.contains("private key"), "{errors}");
+        assert!(!errors.to_string().contains("TUlJ"), "{errors}");
     }
 
     #[test]

@@ -10,6 +10,8 @@ mod helpers;
 mod host;
 mod host_organizations;
 mod identity_endpoint_double;
+mod jwks_double;
 mod managed_identity;
 mod reconcile;
+mod session;
 mod store_contract;
