@@ -118,6 +118,35 @@ fn owned_fields(snapshot: &Snapshot, event_id: &str) -> Document {
     fields
 }
 
+/// The fields of the user document table: what `SyncMe` returns. Fields the application added
+/// (other than `role`) stay in the store, unseen by the browser.
+const USER_VIEW: [&str; 17] = [
+    "id",
+    "type",
+    "email",
+    "emailAddresses",
+    "phoneNumber",
+    "firstName",
+    "lastName",
+    "username",
+    "imageUrl",
+    "externalId",
+    "publicMetadata",
+    "role",
+    "createdAt",
+    "updatedAt",
+    "clerkUpdatedAt",
+    "lastSignInAt",
+    "lastEventId",
+];
+
+pub fn user_view(document: &Document) -> Document {
+    USER_VIEW
+        .iter()
+        .filter_map(|&field| Some((field.to_owned(), document.get(field)?.clone())))
+        .collect()
+}
+
 /// What is left of a deleted item: no personal data, what it was, and a per-item `ttl`
 /// (seconds) after which the store forgets it.
 pub fn tombstone(item: &ItemRef, event_id: &str, deleted_at: &str, ttl_seconds: u32) -> Document {

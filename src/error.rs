@@ -21,6 +21,12 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("not found")]
     NotFound,
+    /// 404 with a reason: a deleted user, or an endpoint that is not configured.
+    #[error("{0}")]
+    Missing(String),
+    /// 401 with `WWW-Authenticate: Bearer`: a missing, malformed, expired or foreign token.
+    #[error("{0}")]
+    InvalidToken(String),
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("request body did not arrive in time")]
@@ -42,7 +48,8 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::NotFound | Self::Missing(_) => StatusCode::NOT_FOUND,
+            Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -95,6 +102,12 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let mut response = (status, Json(json!({ "error": message }))).into_response();
+        if let Self::InvalidToken(_) = self {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
+        }
         if let Self::Unavailable { retry_after, .. } = self {
             let seconds = retry_after
                 .unwrap_or(DEFAULT_RETRY_AFTER)

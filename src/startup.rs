@@ -9,7 +9,8 @@ use tokio::net::TcpListener;
 
 use crate::clerk::api::ClerkApi;
 use crate::config::{ServeSettings, Settings, StoreSettings};
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, NO_SESSION_SETTINGS, SyncMe};
+use crate::session::SessionVerifier;
 use crate::store;
 
 pub async fn serve(settings: Settings, serve: ServeSettings) -> anyhow::Result<()> {
@@ -21,12 +22,22 @@ pub async fn serve(settings: Settings, serve: ServeSettings) -> anyhow::Result<(
         .transpose()
         .context("cannot set up the Clerk Backend API client")?
         .map(Arc::new);
-    let state = Arc::new(AppState::new(
-        serve.verifier,
-        store,
-        settings.tombstone_ttl_seconds,
-        clerk,
-    ));
+    let sync_me = match (&serve.session, &clerk) {
+        (Some(session), Some(clerk)) => Ok(SyncMe::new(
+            SessionVerifier::new(session),
+            Arc::clone(clerk),
+        )),
+        (None, _) => Err(NO_SESSION_SETTINGS.to_owned()),
+        (Some(_), None) => {
+            Err("CLERK_SECRET_KEY is not set, and new users are fetched from Clerk".to_owned())
+        }
+    };
+    if let Err(reason) = &sync_me {
+        tracing::info!(reason, "SyncMe is not configured: /api/me/sync answers 404");
+    }
+    let state = AppState::new(serve.verifier, store, settings.tombstone_ttl_seconds, clerk)
+        .with_sync_me(sync_me);
+    let state = Arc::new(state);
     let address = SocketAddr::new(serve.bind, serve.port);
     let listener = TcpListener::bind(address)
         .await

@@ -1,7 +1,8 @@
 //! The HTTP surface the Functions host talks to: readiness on `/`, webhook deliveries on
-//! `/api/ClerkWebhook`, the timer's invocations on `/Reconcile`, and a JSON status for
-//! everything else.
+//! `/api/ClerkWebhook`, the timer's invocations on `/Reconcile`, `SyncMe` on `/api/me/sync`,
+//! and a JSON status for everything else.
 
+mod sync_me;
 mod timer;
 mod webhook;
 
@@ -18,12 +19,14 @@ use crate::error::ApiError;
 use crate::store::Store;
 use crate::verify::Verifier;
 
+pub use self::sync_me::{NO_SESSION_SETTINGS, SyncMe};
 pub use self::timer::TIMER_BUDGET;
 pub use self::webhook::BODY_LIMIT;
 
 pub const WEBHOOK_PATH: &str = "/api/ClerkWebhook";
 /// The host invokes a non-HTTP function at its name, without the `api` route prefix.
 pub const TIMER_PATH: &str = "/Reconcile";
+pub const SYNC_ME_PATH: &str = "/api/me/sync";
 
 pub struct AppState {
     pub verifier: Verifier,
@@ -32,6 +35,8 @@ pub struct AppState {
     /// The Clerk Backend API, when `CLERK_SECRET_KEY` is set: the resurrection guard, the timer's
     /// reconcile.
     pub clerk: Option<Arc<ClerkApi>>,
+    /// `SyncMe`, or why it is not configured (it then answers 404 saying so).
+    sync_me: Result<SyncMe, String>,
     /// Held while the timer's reconcile runs, so that a second invocation never overlaps it.
     reconciling: Mutex<()>,
 }
@@ -48,8 +53,15 @@ impl AppState {
             store,
             tombstone_ttl_seconds,
             clerk,
+            sync_me: Err(NO_SESSION_SETTINGS.into()),
             reconciling: Mutex::new(()),
         }
+    }
+
+    /// Serves `SyncMe` with `sync_me`, or answers 404 with `reason`.
+    pub fn with_sync_me(mut self, sync_me: Result<SyncMe, String>) -> Self {
+        self.sync_me = sync_me;
+        self
     }
 }
 
@@ -58,6 +70,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/", get(ready))
         .route(WEBHOOK_PATH, post(webhook::webhook))
         .route(TIMER_PATH, post(timer::reconcile))
+        .route(SYNC_ME_PATH, post(sync_me::sync_me))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)

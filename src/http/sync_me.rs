@@ -1,0 +1,222 @@
+//! `POST /api/me/sync`: an application ensures its signed-in user's document exists, at once,
+//! without waiting for the webhook. The user is the Clerk session token's `sub`, never an id the
+//! caller names; a user not yet stored is fetched from Clerk and applied by the same decision as
+//! webhooks, so a deleted user stays deleted.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::time::{Instant, timeout_at};
+
+use super::AppState;
+use crate::apply::{self, Options, Outcome};
+use crate::clerk::Snapshot;
+use crate::clerk::api::{ClerkApi, ClerkApiError, Patience};
+use crate::document::{self, Document, State as ItemState};
+use crate::error::ApiError;
+use crate::item::{ItemId, Kind};
+use crate::session::{SessionError, SessionVerifier};
+use crate::store::Store;
+use crate::sync::{Change, SkipReason};
+
+/// A caller (a browser, behind the app) waits on this: answer well within a gateway's patience.
+const DEADLINE: Duration = Duration::from_secs(9);
+
+/// Why `SyncMe` answers 404 when nothing configured it.
+pub const NO_SESSION_SETTINGS: &str =
+    "no session-token settings (CLERK_JWT_KEY or CLERK_JWKS_URL, and CLERK_AUTHORIZED_PARTIES)";
+
+/// What the endpoint needs: a session-token verifier and Clerk's Backend API.
+pub struct SyncMe {
+    verifier: SessionVerifier,
+    clerk: Arc<ClerkApi>,
+    in_flight: InFlight,
+}
+
+impl SyncMe {
+    pub fn new(verifier: SessionVerifier, clerk: Arc<ClerkApi>) -> Self {
+        Self {
+            verifier,
+            clerk,
+            in_flight: InFlight::default(),
+        }
+    }
+}
+
+/// Whether the user was already stored, or fetched from Clerk and stored by this call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    Present,
+    Applied,
+}
+
+pub(super) async fn sync_me(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let started = Instant::now();
+    let mut user_id = None;
+    let result = match &state.sync_me {
+        Err(reason) => Err(ApiError::Missing(format!(
+            "SyncMe is not configured: {reason}"
+        ))),
+        Ok(sync_me) => {
+            let ensuring = ensure(&state, sync_me, &headers, &mut user_id);
+            timeout_at(started + DEADLINE, ensuring)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ApiError::Unavailable {
+                        reason: "Clerk or the store did not answer in time".into(),
+                        retry_after: None,
+                    })
+                })
+        }
+    };
+    let (status, outcome) = match &result {
+        Ok((Found::Present, _)) => (StatusCode::OK, "present".to_owned()),
+        Ok((Found::Applied, _)) => (StatusCode::OK, "applied".to_owned()),
+        Err(error) => (error.status(), format!("refused: {error}")),
+    };
+    // Never the token, and never the document: ids and outcomes only.
+    tracing::info!(
+        user_id = user_id.as_ref().map(ItemId::as_str),
+        outcome,
+        status = status.as_u16(),
+        latency_ms = started.elapsed().as_millis() as u64,
+        "sync_me"
+    );
+    match result {
+        Ok((found, user)) => {
+            let status = match found {
+                Found::Present => "present",
+                Found::Applied => "applied",
+            };
+            Json(json!({ "status": status, "user": user })).into_response()
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn ensure(
+    state: &AppState,
+    sync_me: &SyncMe,
+    headers: &HeaderMap,
+    user_id: &mut Option<ItemId>,
+) -> Result<(Found, Document), ApiError> {
+    let authorization =
+        match headers.get(header::AUTHORIZATION) {
+            None => None,
+            Some(value) => Some(value.to_str().map_err(|_| {
+                ApiError::InvalidToken("the Authorization header is not text".into())
+            })?),
+        };
+    let session = sync_me
+        .verifier
+        .verify(authorization)
+        .await
+        .map_err(|error| match error {
+            SessionError::Invalid(reason) => ApiError::InvalidToken(reason),
+            SessionError::KeysUnavailable(reason) => ApiError::Unavailable {
+                reason,
+                retry_after: None,
+            },
+        })?;
+    let id = ItemId::parse_as(Kind::User, &session.user_id)
+        .map_err(|e| ApiError::InvalidToken(format!("sub: {e}")))?;
+    *user_id = Some(id.clone());
+    let store = state.store.as_ref();
+    if let Some(found) = stored_user(store, &id).await? {
+        return Ok((Found::Present, found));
+    }
+    // One Clerk request per user however many calls arrive at once: the others wait here, then
+    // find the document the first one stored.
+    let lock = sync_me.in_flight.lock_for(&id);
+    let _only_one = lock.lock().await;
+    if let Some(found) = stored_user(store, &id).await? {
+        return Ok((Found::Present, found));
+    }
+    let data = sync_me
+        .clerk
+        .get_user(id.as_str(), Patience::Interactive)
+        .await
+        .map_err(clerk_error)?
+        .ok_or_else(|| ApiError::Missing("no such user in Clerk".into()))?;
+    let snapshot = Snapshot::parse(Kind::User, data)
+        .map_err(|e| ApiError::Internal(format!("Clerk's user {id} cannot be read: {e}")))?;
+    let event_id = format!(
+        "sync-me:{}",
+        OffsetDateTime::now_utc()
+            .format(&Rfc3339)
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+    );
+    let options = Options {
+        event_id: &event_id,
+        tombstone_ttl_seconds: state.tombstone_ttl_seconds,
+        guard: None,
+    };
+    let report = apply::apply(store, Change::Upsert(&snapshot), options).await?;
+    let found = match report.outcome {
+        Outcome::Applied => Found::Applied,
+        Outcome::Skipped(SkipReason::Deleted) => return Err(deleted()),
+        // A webhook stored this or a newer version meanwhile.
+        Outcome::Skipped(_) => Found::Present,
+    };
+    let user = stored_user(store, &id).await?.ok_or_else(deleted)?;
+    Ok((found, user))
+}
+
+/// The stored user as the endpoint returns it; `None` when nothing is stored; deleted when the
+/// item is a tombstone.
+async fn stored_user(store: &dyn Store, id: &ItemId) -> Result<Option<Document>, ApiError> {
+    let (stored, _) = store.read(id).await?;
+    let Some(stored) = stored else {
+        return Ok(None);
+    };
+    match document::state(&stored.document) {
+        ItemState::Live {
+            kind: Some(Kind::User),
+            ..
+        } => Ok(Some(document::user_view(&stored.document))),
+        _ => Err(deleted()),
+    }
+}
+
+fn deleted() -> ApiError {
+    ApiError::Missing("the user is deleted".into())
+}
+
+fn clerk_error(error: ClerkApiError) -> ApiError {
+    match error {
+        ClerkApiError::Unavailable {
+            reason,
+            retry_after,
+        } => ApiError::Unavailable {
+            reason,
+            retry_after,
+        },
+        // A key Clerk refuses is a deployment bug, not the caller's.
+        ClerkApiError::Rejected(reason) => ApiError::Internal(reason),
+    }
+}
+
+/// One lock per user being fetched; entries go away with their last holder.
+#[derive(Default)]
+struct InFlight(Mutex<HashMap<ItemId, Weak<tokio::sync::Mutex<()>>>>);
+
+impl InFlight {
+    fn lock_for(&self, id: &ItemId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(lock) = locks.get(id).and_then(Weak::upgrade) {
+            return lock;
+        }
+        locks.retain(|_, lock| lock.strong_count() > 0);
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        locks.insert(id.clone(), Arc::downgrade(&lock));
+        lock
+    }
+}
