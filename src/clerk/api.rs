@@ -65,10 +65,14 @@ pub enum ClerkApiError {
         reason: String,
         retry_after: Option<Duration>,
     },
-    /// 400/401/403/422 or a body that is not the documented shape: retrying will not help (bad
+    /// 400/401/422 or a body that is not the documented shape: retrying will not help (bad
     /// key, wrong URL...).
     #[error("Clerk Backend API refused the request: {0}")]
     Rejected(String),
+    /// 403: the instance does not offer this; for the organization lists, the Organizations
+    /// feature is off.
+    #[error("Clerk Backend API forbids the request: {0}")]
+    Forbidden(String),
 }
 
 /// Waits between retries and for answers. `Default` is what production uses; tests shorten them
@@ -443,6 +447,11 @@ impl ClerkApi {
             // Only Clerk's own "not found" counts: reconcile deletes on it, and a 404 from a
             // proxy or a mistyped CLERK_API_URL must not read as "every user is gone".
             Ok(None)
+        } else if status == StatusCode::FORBIDDEN {
+            Err(ClerkApiError::Forbidden(format!(
+                "{path} answered {status}{}",
+                json.as_ref().map(error_codes).unwrap_or_default()
+            )))
         } else {
             Err(ClerkApiError::Rejected(format!(
                 "{path} answered {status}{}",
@@ -867,10 +876,12 @@ impl Guard for ClerkApi {
             }),
             // A refused request (a bad key) never clears by waiting, but neither may the event
             // be applied unchecked: the delivery is retried while the deployment is fixed.
-            Err(ClerkApiError::Rejected(reason)) => Err(GuardError {
-                reason,
-                retry_after: None,
-            }),
+            Err(ClerkApiError::Rejected(reason) | ClerkApiError::Forbidden(reason)) => {
+                Err(GuardError {
+                    reason,
+                    retry_after: None,
+                })
+            }
         }
     }
 }

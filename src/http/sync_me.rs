@@ -200,7 +200,9 @@ fn clerk_error(error: ClerkApiError) -> ApiError {
             retry_after,
         },
         // A key Clerk refuses is a deployment bug, not the caller's.
-        ClerkApiError::Rejected(reason) => ApiError::Internal(reason),
+        ClerkApiError::Rejected(reason) | ClerkApiError::Forbidden(reason) => {
+            ApiError::Internal(reason)
+        }
     }
 }
 

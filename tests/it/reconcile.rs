@@ -47,6 +47,7 @@ macro_rules! reconcile_tests {
             case!(a_newer_webhook_wins_against_a_concurrent_reconcile);
             case!(a_sweep_that_fails_half_way_deletes_nothing);
             case!(a_run_out_of_time_stops_cleanly_and_deletes_nothing);
+            case!(an_instance_without_organizations_reconciles_its_users);
         }
     };
 }
@@ -396,6 +397,47 @@ pub async fn a_run_out_of_time_stops_cleanly_and_deletes_nothing(store: Arc<dyn 
             "{}: incomplete, nothing deleted: its time budget ran out",
             out_of_time.id
         )
+    );
+}
+
+pub async fn an_instance_without_organizations_reconciles_its_users(store: Arc<dyn Store>) {
+    let double = ClerkApiDouble::start(KEY).await;
+    double.put(clerk_user("user_a", T0));
+    // Users page, then 403 for the organization and membership lists, as an instance with the
+    // Organizations feature off answers.
+    double.fail_next(Failure::Delay(Duration::ZERO));
+    double.fail_next(Failure::Status(403));
+    double.fail_next(Failure::Status(403));
+    let users_only = run(store.as_ref(), &double, false).await;
+    assert!(users_only.stopped.is_none(), "{:?}", users_only.stopped);
+    assert_eq!(users_only.report.users, counts(1, 0, [1, 0, 0, 0, 0]));
+    assert_eq!(users_only.report.organizations, Counts::default());
+
+    // With an organization stored, the 403 that forbids confirming its deletion stops the run:
+    // nothing is deleted on a 403 alone.
+    apply_event(
+        store.as_ref(),
+        "msg_o",
+        &clerk_event("organization.created", clerk_organization("org_x", T0)),
+    )
+    .await
+    .unwrap();
+    // Users page; organization list, membership list, and the deletion check: 403.
+    double.fail_next(Failure::Delay(Duration::ZERO));
+    for _ in 0..3 {
+        double.fail_next(Failure::Status(403));
+    }
+    let again = run(store.as_ref(), &double, false).await;
+    assert!(
+        matches!(again.stopped, Some(Stopped::Clerk(_))),
+        "{:?}",
+        again.stopped
+    );
+    assert!(
+        state_of(store.as_ref(), "org_x")
+            .await
+            .unwrap()
+            .is_live(Kind::Organization)
     );
 }
 
