@@ -15,8 +15,8 @@
 //! request is answered), script failures (429 with Retry-After, a status, a slow answer), and
 //! read the requests it received.
 
+use crate::loopback::LoopbackServer;
 use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -129,9 +129,8 @@ struct Shared {
 }
 
 pub struct ClerkApiDouble {
-    address: SocketAddr,
+    server: LoopbackServer,
     shared: Arc<Shared>,
-    server: tokio::task::JoinHandle<()>,
 }
 
 impl ClerkApiDouble {
@@ -156,21 +155,15 @@ impl ClerkApiDouble {
             .route("/v1/organization_memberships", get(list_memberships))
             .layer(middleware::from_fn_with_state(Arc::clone(&shared), receive))
             .with_state(Arc::clone(&shared));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, router).await.unwrap();
-        });
         Self {
-            address,
+            server: LoopbackServer::start(router).await,
             shared,
-            server,
         }
     }
 
     /// The base URL, as `CLERK_API_URL` takes it.
     pub fn url(&self) -> String {
-        format!("http://{}", self.address)
+        format!("http://{}", self.server.address)
     }
 
     /// Settings that reach this double with `key` at `rate` requests per second.
@@ -217,12 +210,6 @@ impl ClerkApiDouble {
 
     pub fn request_count(&self) -> usize {
         self.shared.log.lock().unwrap().len()
-    }
-}
-
-impl Drop for ClerkApiDouble {
-    fn drop(&mut self) {
-        self.server.abort();
     }
 }
 

@@ -35,6 +35,25 @@ pub fn now() -> i64 {
         .as_secs() as i64
 }
 
+/// Expands to a module `$name` with one test per case: `$module::$case(store)` on a store from
+/// `$make` (an async expression giving `(Arc<dyn Store>, guard)`; the guard keeps the store's
+/// resources alive). How every suite that runs on both stores runs.
+macro_rules! cases_on_store {
+    ($name:ident, $make:expr, $($module:ident)::+, [$($case:ident),* $(,)?]) => {
+        mod $name {
+            use $($module)::+ as suite;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let (store, _guard) = $make.await;
+                    suite::$case(store).await;
+                }
+            )*
+        }
+    };
+}
+pub(crate) use cases_on_store;
+
 /// Svix headers for `body`, signed by the svix crate.
 pub fn svix_headers(
     secret: &str,

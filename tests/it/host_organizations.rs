@@ -17,6 +17,11 @@ fn membership(event_type: &str, id: &str, org: &str, user: &str, version: i64) -
     clerk_event(event_type, clerk_membership(id, org, user, version))
 }
 
+/// `organizationMembership.created` at `T0`.
+fn joined(id: &str, org: &str, user: &str) -> Value {
+    membership("organizationMembership.created", id, org, user, T0)
+}
+
 fn deleted(event_type: &str, id: &str) -> Value {
     clerk_event(
         event_type,
@@ -47,27 +52,9 @@ async fn organizations_and_memberships_are_stored_and_read_back() {
     let app = HandlerProcess::start(&[]).await;
     let deliveries = [
         organization("organization.created", "org_a", T0),
-        membership(
-            "organizationMembership.created",
-            "orgmem_1",
-            "org_a",
-            "user_1",
-            T0,
-        ),
-        membership(
-            "organizationMembership.created",
-            "orgmem_2",
-            "org_a",
-            "user_2",
-            T0,
-        ),
-        membership(
-            "organizationMembership.created",
-            "orgmem_3",
-            "org_b",
-            "user_1",
-            T0,
-        ),
+        joined("orgmem_1", "org_a", "user_1"),
+        joined("orgmem_2", "org_a", "user_2"),
+        joined("orgmem_3", "org_b", "user_1"),
         user_changed("user.created", "user_1", T0),
         organization("organization.updated", "org_a", T0 + 1),
     ];
@@ -139,27 +126,9 @@ async fn deletes_cascade_and_late_events_change_nothing() {
     let app = HandlerProcess::start(&[]).await;
     for delivery in [
         organization("organization.created", "org_a", T0),
-        membership(
-            "organizationMembership.created",
-            "orgmem_1",
-            "org_a",
-            "user_1",
-            T0,
-        ),
-        membership(
-            "organizationMembership.created",
-            "orgmem_2",
-            "org_a",
-            "user_2",
-            T0,
-        ),
-        membership(
-            "organizationMembership.created",
-            "orgmem_3",
-            "org_b",
-            "user_2",
-            T0,
-        ),
+        joined("orgmem_1", "org_a", "user_1"),
+        joined("orgmem_2", "org_a", "user_2"),
+        joined("orgmem_3", "org_b", "user_2"),
     ] {
         app.deliver(&delivery).await;
     }

@@ -4,8 +4,8 @@
 //! `X-IDENTITY-HEADER: $IDENTITY_HEADER` secret, answered with `access_token` and `expires_on`
 //! (epoch seconds, as a string). It records every request and can be switched down.
 
+use crate::loopback::LoopbackServer;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -40,9 +40,8 @@ struct Double {
 }
 
 pub struct IdentityEndpointDouble {
-    address: SocketAddr,
+    server: LoopbackServer,
     double: Arc<Double>,
-    server: tokio::task::JoinHandle<()>,
 }
 
 impl IdentityEndpointDouble {
@@ -53,21 +52,15 @@ impl IdentityEndpointDouble {
         let router = Router::new()
             .route(TOKEN_PATH, get(token))
             .with_state(Arc::clone(&double));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, router).await.unwrap();
-        });
         Self {
-            address,
+            server: LoopbackServer::start(router).await,
             double,
-            server,
         }
     }
 
     /// The value of `IDENTITY_ENDPOINT` that points at this double.
     pub fn endpoint(&self) -> String {
-        format!("http://{}{TOKEN_PATH}", self.address)
+        format!("http://{}{TOKEN_PATH}", self.server.address)
     }
 
     pub fn set_up(&self, up: bool) {
@@ -76,12 +69,6 @@ impl IdentityEndpointDouble {
 
     pub fn requests(&self) -> Vec<TokenRequest> {
         self.double.requests.lock().unwrap().clone()
-    }
-}
-
-impl Drop for IdentityEndpointDouble {
-    fn drop(&mut self) {
-        self.server.abort();
     }
 }
 

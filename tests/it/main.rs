@@ -11,6 +11,7 @@ mod host;
 mod host_organizations;
 mod identity_endpoint_double;
 mod jwks_double;
+mod loopback;
 mod managed_identity;
 mod reconcile;
 mod session;

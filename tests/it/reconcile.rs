@@ -29,26 +29,22 @@ const FAST: Timings = Timings {
     interactive_timeout: Duration::from_millis(500),
 };
 
-/// Expands to one test per case, each on a store from `$make`, as the store contract does.
+/// One test per case on a store from `$make`, as the store contract runs.
 macro_rules! reconcile_tests {
     ($name:ident, $make:expr) => {
-        mod $name {
-            macro_rules! case {
-                ($case:ident) => {
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                    async fn $case() {
-                        let (store, _guard) = $make.await;
-                        crate::reconcile::$case(store).await;
-                    }
-                };
-            }
-            case!(backfill_into_an_empty_store_then_nothing_to_do);
-            case!(a_dry_run_counts_exactly_and_the_repair_heals_everything);
-            case!(a_newer_webhook_wins_against_a_concurrent_reconcile);
-            case!(a_sweep_that_fails_half_way_deletes_nothing);
-            case!(a_run_out_of_time_stops_cleanly_and_deletes_nothing);
-            case!(an_instance_without_organizations_reconciles_its_users);
-        }
+        crate::helpers::cases_on_store!(
+            $name,
+            $make,
+            crate::reconcile,
+            [
+                backfill_into_an_empty_store_then_nothing_to_do,
+                a_dry_run_counts_exactly_and_the_repair_heals_everything,
+                a_newer_webhook_wins_against_a_concurrent_reconcile,
+                a_sweep_that_fails_half_way_deletes_nothing,
+                a_run_out_of_time_stops_cleanly_and_deletes_nothing,
+                an_instance_without_organizations_reconciles_its_users,
+            ]
+        );
     };
 }
 
@@ -98,6 +94,14 @@ fn counts(
         unchanged,
         newer_in_store: newer,
     }
+}
+
+/// Stores a user as its `user.created` webhook would.
+async fn store_user(store: &dyn Store, id: &str, updated_at: i64) {
+    let event = user_changed("user.created", id, updated_at);
+    apply_event(store, &crate::helpers::msg_id(), &event)
+        .await
+        .unwrap();
 }
 
 async fn state_of(store: &dyn Store, id: &str) -> Option<State> {
@@ -266,13 +270,7 @@ pub async fn a_dry_run_counts_exactly_and_the_repair_heals_everything(store: Arc
 
 pub async fn a_newer_webhook_wins_against_a_concurrent_reconcile(store: Arc<dyn Store>) {
     let double = ClerkApiDouble::start(KEY).await;
-    apply_event(
-        store.as_ref(),
-        "msg_1",
-        &user_changed("user.created", "user_w", T0 + 5),
-    )
-    .await
-    .unwrap();
+    store_user(store.as_ref(), "user_w", T0 + 5).await;
     double.put(clerk_user("user_w", T0 + 10));
     // The run loads the store, asks for the first page of users, and is kept waiting.
     double.fail_next(Failure::Delay(Duration::from_millis(400)));
@@ -321,13 +319,7 @@ pub async fn a_newer_webhook_wins_against_a_concurrent_reconcile(store: Arc<dyn 
 
 pub async fn a_sweep_that_fails_half_way_deletes_nothing(store: Arc<dyn Store>) {
     let double = ClerkApiDouble::start(KEY).await;
-    apply_event(
-        store.as_ref(),
-        "msg_1",
-        &user_changed("user.created", "user_gone", T0),
-    )
-    .await
-    .unwrap();
+    store_user(store.as_ref(), "user_gone", T0).await;
     double.put_all((0..600).map(|n| clerk_user(&format!("user_{n:04}"), T0)));
     // The first page arrives; every attempt at the second fails.
     double.fail_next(Failure::Delay(Duration::from_millis(10)));
@@ -356,13 +348,7 @@ pub async fn a_sweep_that_fails_half_way_deletes_nothing(store: Arc<dyn Store>) 
 
 pub async fn a_run_out_of_time_stops_cleanly_and_deletes_nothing(store: Arc<dyn Store>) {
     let double = ClerkApiDouble::start(KEY).await;
-    apply_event(
-        store.as_ref(),
-        "msg_1",
-        &user_changed("user.created", "user_gone", T0),
-    )
-    .await
-    .unwrap();
+    store_user(store.as_ref(), "user_gone", T0).await;
     double.put(clerk_user("user_kept", T0));
     double.fail_next(Failure::Delay(Duration::from_millis(800)));
     let clerk = ClerkApi::new(&double.settings(KEY, 1000.0))

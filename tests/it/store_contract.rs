@@ -26,36 +26,24 @@ use crate::helpers::{
 /// are named after `also:` by the stores that can run them.
 macro_rules! store_contract_tests {
     ($name:ident, $make:expr $(, also: $extra:ident)*) => {
-        mod $name {
-            use crate::store_contract as contract;
-
-            macro_rules! case {
-                ($case:ident) => {
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                    async fn $case() {
-                        let (store, _guard) = $make.await;
-                        contract::$case(store).await;
-                    }
-                };
-            }
-
-            case!(missing_item_reads_as_none);
-            case!(create_if_absent_happens_once);
-            case!(replace_needs_the_current_etag);
-            case!(replace_of_a_missing_item_fails);
-            case!(documents_round_trip_without_system_fields);
-            case!(list_leaves_out_tombstones);
-            case!(apply_follows_the_sync_rules);
-            case!(application_fields_survive_updates);
-            case!(concurrent_deliveries_for_one_user_keep_the_newest);
-            case!(random_histories_delivered_concurrently_end_in_the_newest_state);
-            case!(organizations_and_memberships_follow_the_sync_rules);
-            case!(memberships_are_listed_by_organization_and_by_user);
-            case!(deleting_an_organization_or_a_user_tombstones_its_memberships);
-            case!(an_interrupted_cascade_is_finished_by_the_redelivery);
-            case!(an_event_for_an_id_holding_another_kind_changes_nothing);
-            $(case!($extra);)*
-        }
+        crate::helpers::cases_on_store!($name, $make, crate::store_contract, [
+            missing_item_reads_as_none,
+            create_if_absent_happens_once,
+            replace_needs_the_current_etag,
+            replace_of_a_missing_item_fails,
+            documents_round_trip_without_system_fields,
+            list_leaves_out_tombstones,
+            apply_follows_the_sync_rules,
+            application_fields_survive_updates,
+            concurrent_deliveries_for_one_user_keep_the_newest,
+            random_histories_delivered_concurrently_end_in_the_newest_state,
+            organizations_and_memberships_follow_the_sync_rules,
+            memberships_are_listed_by_organization_and_by_user,
+            deleting_an_organization_or_a_user_tombstones_its_memberships,
+            an_interrupted_cascade_is_finished_by_the_redelivery,
+            an_event_for_an_id_holding_another_kind_changes_nothing,
+            $($extra,)*
+        ]);
     };
 }
 pub(crate) use store_contract_tests;
