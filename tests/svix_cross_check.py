@@ -5,7 +5,7 @@ The Rust tests sign with the svix crate, which the handler also verifies with: a
 (say, in how the signed content is assembled) would pass them. Here every delivery is signed by
 the PyPI `svix` package, `svix.webhooks.Webhook(secret).sign(msg_id, timestamp, data)`, and sent
 to the built binary over HTTP, as Svix sends it; what was stored is read back with
-`handler users get`. With SVIX_NODE_MODULES naming a node_modules directory holding the npm
+`handler users get`, `organizations get` and `memberships list`. With SVIX_NODE_MODULES naming a node_modules directory holding the npm
 `svix` package, every check runs a second time with its signer (`new Webhook(secret).sign(...)`).
 
 Usage: tests/svix_cross_check.py [path/to/handler]   (or HANDLER_BIN; default target/debug/handler)
@@ -70,6 +70,34 @@ def clerk_user(user_id, updated_at, first_name="Ada"):
         "created_at": T0,
         "updated_at": updated_at,
         "last_sign_in_at": None,
+    }
+
+
+def clerk_organization(org_id, updated_at):
+    return {
+        "object": "organization",
+        "id": org_id,
+        "name": "Analytical Engines",
+        "slug": "engines",
+        "public_metadata": {},
+        "private_metadata": {"billing": "internal"},
+        "created_by": "user_svix",
+        "created_at": T0,
+        "updated_at": updated_at,
+    }
+
+
+def clerk_membership(membership_id, org_id, user_id, updated_at, role="org:member"):
+    return {
+        "object": "organization_membership",
+        "id": membership_id,
+        "role": role,
+        "permissions": [],
+        "public_metadata": {},
+        "organization": clerk_organization(org_id, T0),
+        "public_user_data": {"user_id": user_id, "first_name": "Ada", "identifier": "ada@example.com"},
+        "created_at": T0,
+        "updated_at": updated_at,
     }
 
 
@@ -179,9 +207,12 @@ class Handler:
             return error.code, json.loads(error.read() or b"null")
 
     def users_get(self, user_id):
-        """The stored document, or None when `users get` exits 1 with nothing on stdout."""
+        return self.get("users", user_id)
+
+    def get(self, noun, item_id):
+        """The stored document, or None when `<noun> get` exits 1 with nothing on stdout."""
         result = subprocess.run(
-            [self.binary, "users", "get", user_id],
+            [self.binary, noun, "get", item_id],
             env=self.env,
             capture_output=True,
             timeout=PATIENCE,
@@ -190,7 +221,18 @@ class Handler:
             return json.loads(result.stdout)
         if result.returncode == 1 and not result.stdout:
             return None
-        raise RuntimeError(f"users get exited {result.returncode}: {result.stderr!r}")
+        raise RuntimeError(f"{noun} get exited {result.returncode}: {result.stderr!r}")
+
+    def memberships(self, *args):
+        """Membership ids `memberships list <args>` prints, sorted."""
+        result = subprocess.run(
+            [self.binary, "memberships", "list", *args],
+            env=self.env,
+            capture_output=True,
+            timeout=PATIENCE,
+            check=True,
+        )
+        return sorted(json.loads(line)["id"] for line in result.stdout.splitlines())
 
     def stop(self):
         self.process.send_signal(signal.SIGTERM)
@@ -329,6 +371,48 @@ def run(handler):
     body = compact(event("user.deleted", {"id": "user_svix", "object": "user", "deleted": True}))
     check("delete applies", handler.post(svix_headers(SECRET, body), body) == applied)
     check("deleted user reads as not found", handler.users_get("user_svix") is None)
+
+    # Organizations and memberships, shuffled: a membership before its organization, a late
+    # update, a duplicate, and a delete that cascades.
+    deliveries = [
+        event("organizationMembership.created", clerk_membership("orgmem_a", "org_py", "user_a", T0)),
+        event("organization.created", clerk_organization("org_py", T0)),
+        event("organizationMembership.updated", clerk_membership("orgmem_a", "org_py", "user_a", T0 + 2, "org:admin")),
+        event("organizationMembership.created", clerk_membership("orgmem_b", "org_py", "user_b", T0)),
+        event("organizationMembership.updated", clerk_membership("orgmem_a", "org_py", "user_a", T0 + 1)),
+    ]
+    deliveries.append(deliveries[2])
+    for delivery in deliveries:
+        body = compact(delivery)
+        status, answer = handler.post(svix_headers(SECRET, body), body)
+        check(f"{delivery['type']} {delivery['data']['id']} acknowledged", status == 200, (status, answer))
+    organization = handler.get("organizations", "org_py") or {}
+    check(
+        "organization stored without private metadata",
+        organization.get("type") == "organization" and "billing" not in json.dumps(organization),
+        organization,
+    )
+    check("memberships of the organization", handler.memberships("--organization", "org_py") == ["orgmem_a", "orgmem_b"])
+    check("memberships of a user", handler.memberships("--user", "user_a") == ["orgmem_a"])
+    newest = subprocess.run(
+        [handler.binary, "memberships", "list", "--user", "user_a"],
+        env=handler.env, capture_output=True, timeout=PATIENCE, check=True,
+    )
+    role = json.loads(newest.stdout.splitlines()[0]).get("role")
+    check("the newest membership version won, whatever the order", role == "org:admin", role)
+    body = compact(event("organization.deleted", {"object": "organization", "id": "org_py", "deleted": True}))
+    check("organization delete applies", handler.post(svix_headers(SECRET, body), body) == applied)
+    check("its memberships are gone with it", handler.memberships() == [], handler.memberships())
+    body = compact(event("organizationMembership.created", clerk_membership("orgmem_c", "org_py", "user_c", T0 + 5)))
+    status, answer = handler.post(svix_headers(SECRET, body), body)
+    check(
+        "a membership of the deleted organization is a no-op",
+        status == 200 and answer.get("reason") == "parent_deleted" and handler.memberships() == [],
+        (status, answer),
+    )
+    body = compact(event("organization.updated", {"object": "organization", "id": "user_a", "updated_at": T0}))
+    status, answer = handler.post(svix_headers(SECRET, body), body)
+    check("an organization event with a user id -> 400", status == 400 and "error" in answer, (status, answer))
 
 
 def main():
