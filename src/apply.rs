@@ -96,7 +96,23 @@ pub async fn apply(
         now_ms: i64::try_from(now_at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX),
     };
     let mut tally = Tally::default();
-    let outcome = applier.apply_one(change, &mut tally).await?;
+    let mut outcome = applier.apply_one(change, &mut tally).await?;
+    if let (Change::Upsert(Snapshot::Membership(membership)), Outcome::Applied) = (change, outcome)
+    {
+        // The organization or user may have been deleted between our look at them and our write,
+        // its cascade's query running before the membership existed: look again, and finish
+        // that cascade here.
+        if applier.parents(change, &mut tally).await? == Parents::Deleted {
+            let orphan = ItemRef {
+                kind: Kind::Membership,
+                id: membership.id.clone(),
+            };
+            applier
+                .apply_one(Change::Delete(&orphan), &mut tally)
+                .await?;
+            outcome = Outcome::Skipped(SkipReason::ParentDeleted);
+        }
+    }
     let mut cascaded = 0;
     if let Change::Delete(parent) = change {
         // Also when the tombstone was already there: a cascade cut short by a failure is

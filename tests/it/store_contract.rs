@@ -42,6 +42,7 @@ macro_rules! store_contract_tests {
             deleting_an_organization_or_a_user_tombstones_its_memberships,
             an_interrupted_cascade_is_finished_by_the_redelivery,
             an_event_for_an_id_holding_another_kind_changes_nothing,
+            a_membership_written_as_its_organization_is_deleted_is_tombstoned,
             $($extra,)*
         ]);
     };
@@ -713,4 +714,88 @@ pub async fn an_event_for_an_id_holding_another_kind_changes_nothing(store: Arc<
             Value::Object(foreign.clone())
         );
     }
+}
+
+/// The real store, with one concurrent writer: just before a membership is written, its
+/// organization is deleted (its tombstone written, the cascade's query already run and empty).
+struct OrganizationDeletedMeanwhile {
+    inner: Arc<dyn Store>,
+    organization: ItemId,
+    deleted: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Store for OrganizationDeletedMeanwhile {
+    async fn read(
+        &self,
+        id: &ItemId,
+    ) -> Result<
+        (
+            Option<handler::store::Stored>,
+            handler::store::RequestCharge,
+        ),
+        StoreError,
+    > {
+        self.inner.read(id).await
+    }
+
+    async fn write(
+        &self,
+        id: &ItemId,
+        document: &handler::document::Document,
+        condition: &Condition,
+    ) -> Result<handler::store::RequestCharge, StoreError> {
+        let membership = document::state(document).is_live(Kind::Membership);
+        if membership && !self.deleted.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let organization = ItemRef {
+                kind: Kind::Organization,
+                id: self.organization.clone(),
+            };
+            let tombstone = document::tombstone(
+                &organization,
+                "msg_other",
+                "2026-01-01T00:00:00Z",
+                TTL_SECONDS,
+            );
+            self.inner
+                .write(&self.organization, &tombstone, &Condition::Absent)
+                .await?;
+        }
+        self.inner.write(id, document, condition).await
+    }
+
+    fn list(&self, filter: ListFilter) -> handler::store::Items<'_, handler::document::Document> {
+        self.inner.list(filter)
+    }
+
+    fn states(&self) -> handler::store::Items<'_, (String, State)> {
+        self.inner.states()
+    }
+}
+
+pub async fn a_membership_written_as_its_organization_is_deleted_is_tombstoned(
+    store: Arc<dyn Store>,
+) {
+    let racing = OrganizationDeletedMeanwhile {
+        inner: Arc::clone(&store),
+        organization: id("org_race"),
+        deleted: Default::default(),
+    };
+    let event = membership_event(
+        "organizationMembership.created",
+        "orgmem_race",
+        "org_race",
+        "user_race",
+        1,
+    );
+    assert_eq!(
+        apply_event(&racing, "msg_1", &event).await.unwrap(),
+        Outcome::Skipped(SkipReason::ParentDeleted)
+    );
+    assert_eq!(
+        state_of(store.as_ref(), "orgmem_race").await,
+        Some(State::Tombstone {
+            of: Some(Kind::Membership)
+        })
+    );
 }
