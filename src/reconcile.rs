@@ -120,7 +120,8 @@ impl From<ApplyError> for Stopped {
     fn from(error: ApplyError) -> Self {
         match error {
             ApplyError::Store(error) => Self::Store(error),
-            // Reconcile never asks the guard, and a kind conflict is counted, not raised.
+            // Reconcile never asks the guard, and counts a kind conflict rather than raising it;
+            // either reaching here is a bug, and stops the run before any deletion.
             other => Self::Store(StoreError::Rejected(other.to_string())),
         }
     }
@@ -423,7 +424,16 @@ impl Reconcile<'_> {
                     if dry_run || !matches!(verdict, Verdict::Create | Verdict::Update) {
                         return Ok((verdict, RequestCharge::default()));
                     }
-                    let report = apply::apply(store, Change::Upsert(&snapshot), options).await?;
+                    let report = match apply::apply(store, Change::Upsert(&snapshot), options).await {
+                        Ok(report) => report,
+                        // Something else took the id since the store was loaded: left as it is,
+                        // as `classify` leaves one it sees.
+                        Err(ApplyError::Conflict(conflict)) => {
+                            tracing::warn!(item_id = %snapshot.id(), %conflict, "reconcile: the id holds another kind of item; left as it is");
+                            return Ok((Verdict::Skip(SkipReason::Unchanged), RequestCharge::default()));
+                        }
+                        Err(other) => return Err(other),
+                    };
                     let verdict = match report.outcome {
                         Outcome::Applied => verdict,
                         Outcome::Skipped(reason) => Verdict::Skip(reason),

@@ -1165,6 +1165,7 @@ fn help_and_version_on_every_command() {
         &["organizations", "list"],
         &["memberships"],
         &["memberships", "list"],
+        &["reconcile"],
     ] {
         // No configuration at all: asking for help must not need any.
         for (flag, expected) in [("--help", "Usage:"), ("--version", version.as_str())] {
