@@ -15,3 +15,4 @@ mod managed_identity;
 mod reconcile;
 mod session;
 mod store_contract;
+mod sync_me;
