@@ -31,7 +31,7 @@ fn jwks_verifier(double: &JwksDouble) -> SessionVerifier {
 }
 
 /// A key set trusted this long instead of five minutes.
-const SHORT_MAX_AGE: Duration = Duration::from_millis(300);
+const SHORT_MAX_AGE: Duration = Duration::from_secs(1);
 
 fn short_lived_jwks_verifier(double: &JwksDouble) -> SessionVerifier {
     jwks_verifier(double).with_key_set_max_age(SHORT_MAX_AGE)
@@ -39,7 +39,7 @@ fn short_lived_jwks_verifier(double: &JwksDouble) -> SessionVerifier {
 
 /// Until the cached set is older than `SHORT_MAX_AGE`.
 async fn outlive_the_cache() {
-    tokio::time::sleep(SHORT_MAX_AGE + Duration::from_millis(100)).await;
+    tokio::time::sleep(SHORT_MAX_AGE + Duration::from_millis(200)).await;
 }
 
 /// Past the pause after a failed fetch.
