@@ -23,9 +23,12 @@ const MAX_TOKEN_LEN: usize = 16 * 1024;
 /// An unknown `kid` refetches the key set at most this often, so that tokens with made-up kids
 /// cannot turn into a flood of requests to Clerk.
 const REFETCH_INTERVAL: Duration = Duration::from_secs(60);
-/// After a failed fetch with nothing cached, callers are answered "unavailable" for this long
-/// rather than each trying again.
+/// After a failed fetch, it is not tried again for this long: with nothing cached callers are
+/// answered "unavailable" meanwhile, with a cached set they are checked against it.
 const RETRY_FAILED_FETCH_AFTER: Duration = Duration::from_secs(1);
+/// How long a fetched key set is trusted before the next token refreshes it, as @clerk/backend
+/// caches it: a key Clerk stops publishing is refused within this long, without a restart.
+pub const KEY_SET_MAX_AGE: Duration = Duration::from_secs(5 * 60);
 /// The fetch runs inside a request that must be answered within 10 s.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// A JWK set holds a few keys; a larger answer is not one.
@@ -82,7 +85,7 @@ impl SessionVerifier {
                     .map(Arc::new)
                     .map_err(|problem| format!("{} {problem}", crate::config::CLERK_JWT_KEY)),
             ),
-            SessionKey::Jwks(url) => KeySource::Jwks(Jwks::new(url)),
+            SessionKey::Jwks(url) => KeySource::Jwks(Jwks::new(url, KEY_SET_MAX_AGE)),
         };
         let mut validation = Validation::new(ALGORITHM);
         validation.leeway = LEEWAY_SECONDS;
@@ -101,6 +104,16 @@ impl SessionVerifier {
             validation,
             authorized_parties: settings.authorized_parties.clone(),
         }
+    }
+
+    /// The same verifier with the fetched key set trusted for `max_age` instead of
+    /// `KEY_SET_MAX_AGE`, so that tests need not wait five minutes. No effect with a PEM key.
+    #[doc(hidden)]
+    pub fn with_key_set_max_age(mut self, max_age: Duration) -> Self {
+        if let KeySource::Jwks(jwks) = &mut self.keys {
+            jwks.max_age = max_age;
+        }
+        self
     }
 
     /// Verifies an `Authorization` header value, `Bearer <token>`.
@@ -244,15 +257,26 @@ pub(crate) fn pem_key(pem: &str) -> Result<DecodingKey, String> {
     Ok(key)
 }
 
-/// The JWK set at `CLERK_JWKS_URL`, fetched on first use and cached. Fetches are single-flight:
-/// callers that find a fetch under way wait for it and share its outcome.
+/// The JWK set at `CLERK_JWKS_URL`, fetched on first use and cached for `max_age`, then refreshed
+/// by the next token that needs it. Fetches are single-flight: callers that need a fetch under
+/// way wait for it and share its outcome; callers whose key is in a cached set due for refresh
+/// are checked against it rather than wait for the refresh another caller makes.
 struct Jwks {
     url: String,
+    /// How long a fetched set is trusted before it is refreshed.
+    max_age: Duration,
     /// `None` until a fetch succeeds. Read without waiting on a fetch in progress.
-    keys: RwLock<Option<Arc<KeySet>>>,
+    keys: RwLock<Option<Arc<Cached>>>,
     /// Fetches completed, successful or not: tells a caller that waited whether one happened.
     fetches: AtomicU64,
     fetch: tokio::sync::Mutex<FetchState>,
+}
+
+/// The latest key set fetched, and when it is next due for a refresh.
+struct Cached {
+    keys: Arc<KeySet>,
+    /// `max_age` after the fetch; after a failed refresh, when to try again.
+    refresh_at: Instant,
 }
 
 #[derive(Default)]
@@ -266,63 +290,110 @@ struct FetchState {
 }
 
 impl Jwks {
-    fn new(url: &str) -> Self {
+    fn new(url: &str, max_age: Duration) -> Self {
         Self {
             url: url.to_owned(),
+            max_age,
             keys: RwLock::new(None),
             fetches: AtomicU64::new(0),
             fetch: tokio::sync::Mutex::new(FetchState::default()),
         }
     }
 
-    fn cached(&self) -> Option<Arc<KeySet>> {
+    fn cached(&self) -> Option<Arc<Cached>> {
         self.keys
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
     }
 
+    fn set_cached(&self, cached: Cached) {
+        *self
+            .keys
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Arc::new(cached));
+    }
+
     async fn key(&self, kid: Option<&str>) -> Result<Arc<DecodingKey>, SessionError> {
         // Read before the cache: a fetch completing after this is seen as a changed count.
         let seen = self.fetches.load(Ordering::Acquire);
-        if let Some(keys) = self.cached() {
-            match keys.find(kid) {
-                Lookup::Found(key) => return Ok(key),
-                // Only an unknown kid can be cured by refetching.
-                Lookup::NoKid(count) => return Err(no_kid(count)),
-                Lookup::Unknown => {}
+        let mut state = match self.cached() {
+            None => self.fetch.lock().await,
+            Some(cached) => {
+                let lookup = cached.keys.find(kid);
+                if Instant::now() < cached.refresh_at {
+                    match lookup {
+                        Lookup::Found(key) => return Ok(key),
+                        // Only an unknown kid can be cured by refetching.
+                        Lookup::NoKid(count) => return Err(no_kid(count)),
+                        Lookup::Unknown => self.fetch.lock().await,
+                    }
+                } else {
+                    // Due for a refresh. One caller makes it; while it runs, the others are
+                    // checked against the set it replaces rather than queue behind a fetch
+                    // that may take seconds.
+                    match (self.fetch.try_lock(), lookup) {
+                        (Ok(state), _) => state,
+                        (Err(_), Lookup::Found(key)) => return Ok(key),
+                        (Err(_), Lookup::NoKid(count)) => return Err(no_kid(count)),
+                        (Err(_), Lookup::Unknown) => self.fetch.lock().await,
+                    }
+                }
             }
-        }
-        let mut state = self.fetch.lock().await;
+        };
         if self.fetches.load(Ordering::Acquire) != seen {
             // A fetch completed while we waited: its outcome is ours too.
             return self.after_fetch(kid, &state);
         }
-        if self.cached().is_some() {
-            if state
-                .last_refetch
-                .is_some_and(|at| at.elapsed() < REFETCH_INTERVAL)
-            {
-                tracing::debug!(kid, "unknown kid; key set refetched less than a minute ago");
-                return Err(unknown_kid());
+        let cached = self.cached();
+        match &cached {
+            // Due for a refresh (or for a retry of a failed one): fetch, whatever the kid.
+            Some(cached) if Instant::now() >= cached.refresh_at => {}
+            // An unknown kid in a current set.
+            Some(_) => {
+                if state
+                    .last_refetch
+                    .is_some_and(|at| at.elapsed() < REFETCH_INTERVAL)
+                {
+                    tracing::debug!(kid, "unknown kid; key set refetched less than a minute ago");
+                    return Err(unknown_kid());
+                }
+                state.last_refetch = Some(Instant::now());
             }
-            state.last_refetch = Some(Instant::now());
-        } else if let Some((at, problem)) = &state.failure
-            && at.elapsed() < RETRY_FAILED_FETCH_AFTER
-        {
-            return Err(SessionError::KeysUnavailable(problem.clone()));
+            None => {
+                if let Some((at, problem)) = &state.failure
+                    && at.elapsed() < RETRY_FAILED_FETCH_AFTER
+                {
+                    return Err(SessionError::KeysUnavailable(problem.clone()));
+                }
+            }
         }
         match self.download(&mut state).await {
             Ok(keys) => {
                 tracing::debug!(keys = keys.by_kid.len(), "fetched the Clerk JWK set");
-                *self
-                    .keys
-                    .write()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Arc::new(keys));
+                self.set_cached(Cached {
+                    keys: Arc::new(keys),
+                    refresh_at: Instant::now() + self.max_age,
+                });
                 state.failure = None;
             }
             Err(problem) => {
-                tracing::warn!(%problem, "could not fetch the Clerk JWK set");
+                match cached {
+                    // The keys already fetched stay trusted; the refresh is tried again later.
+                    Some(cached) => {
+                        tracing::warn!(
+                            %problem,
+                            "could not refresh the Clerk JWK set; keeping the keys fetched before"
+                        );
+                        if Instant::now() >= cached.refresh_at {
+                            self.set_cached(Cached {
+                                keys: Arc::clone(&cached.keys),
+                                refresh_at: Instant::now() + RETRY_FAILED_FETCH_AFTER,
+                            });
+                        }
+                    }
+                    None => tracing::warn!(%problem, "could not fetch the Clerk JWK set"),
+                }
                 state.failure = Some((Instant::now(), problem));
             }
         }
@@ -330,19 +401,24 @@ impl Jwks {
         self.after_fetch(kid, &state)
     }
 
-    /// The answer once the latest fetch is known, whoever made it.
+    /// The answer once the latest fetch is known, whoever made it: against the set it fetched,
+    /// or, when it failed, against the set fetched before, if any.
     fn after_fetch(
         &self,
         kid: Option<&str>,
         state: &FetchState,
     ) -> Result<Arc<DecodingKey>, SessionError> {
-        if let Some((_, problem)) = &state.failure {
-            return Err(SessionError::KeysUnavailable(problem.clone()));
-        }
-        match self.cached().map(|keys| keys.find(kid)) {
+        let failure = || {
+            state
+                .failure
+                .as_ref()
+                .map(|(_, problem)| SessionError::KeysUnavailable(problem.clone()))
+        };
+        match self.cached().map(|cached| cached.keys.find(kid)) {
             Some(Lookup::Found(key)) => Ok(key),
             Some(Lookup::NoKid(count)) => Err(no_kid(count)),
-            Some(Lookup::Unknown) | None => Err(unknown_kid()),
+            // An unknown kid cannot be told from a new key while the set cannot be fetched.
+            Some(Lookup::Unknown) | None => Err(failure().unwrap_or_else(unknown_kid)),
         }
     }
 

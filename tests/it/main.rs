@@ -16,3 +16,4 @@ mod managed_identity;
 mod reconcile;
 mod session;
 mod store_contract;
+mod sync_me;

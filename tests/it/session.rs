@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use handler::config::{SessionKey, SessionSettings};
-use handler::session::{Session, SessionError, SessionVerifier};
+use handler::session::{KEY_SET_MAX_AGE, Session, SessionError, SessionVerifier};
 use jsonwebtoken::Algorithm;
 use serde_json::json;
 
@@ -28,6 +28,23 @@ fn pem_verifier(key: &TestKey) -> SessionVerifier {
 
 fn jwks_verifier(double: &JwksDouble) -> SessionVerifier {
     SessionVerifier::new(&settings(SessionKey::Jwks(double.url())))
+}
+
+/// A key set trusted this long instead of five minutes.
+const SHORT_MAX_AGE: Duration = Duration::from_secs(1);
+
+fn short_lived_jwks_verifier(double: &JwksDouble) -> SessionVerifier {
+    jwks_verifier(double).with_key_set_max_age(SHORT_MAX_AGE)
+}
+
+/// Until the cached set is older than `SHORT_MAX_AGE`.
+async fn outlive_the_cache() {
+    tokio::time::sleep(SHORT_MAX_AGE + Duration::from_millis(200)).await;
+}
+
+/// Past the pause after a failed fetch.
+async fn outlive_the_retry_pause() {
+    tokio::time::sleep(Duration::from_millis(1100)).await;
 }
 
 async fn verify(verifier: &SessionVerifier, token: &str) -> Result<Session, SessionError> {
@@ -467,4 +484,160 @@ async fn malformed_authorization_is_invalid_and_fetches_nothing() {
             .await
             .unwrap();
     }
+}
+
+#[test]
+fn the_key_set_is_trusted_for_five_minutes_as_clerk_backend_caches_it() {
+    assert_eq!(KEY_SET_MAX_AGE, Duration::from_secs(5 * 60));
+}
+
+#[tokio::test]
+async fn a_key_removed_from_the_set_is_refused_once_the_cache_is_past_its_max_age() {
+    let old = TestKey::generate("ins_retiring");
+    let new = TestKey::generate("ins_successor");
+    let double = JwksDouble::start(&[&old]).await;
+    let verifier = short_lived_jwks_verifier(&double);
+    let old_token = TokenBuilder::new().sign(&old);
+    verify(&verifier, &old_token).await.unwrap();
+    assert_eq!(double.fetches(), 1);
+
+    // Clerk rotates and retires the old key: within the max age the cached set still holds it.
+    double.set_keys(&[&new]);
+    verify(&verifier, &old_token).await.unwrap();
+    assert_eq!(double.fetches(), 1, "a current set is not refetched");
+
+    outlive_the_cache().await;
+    assert_invalid(verify(&verifier, &old_token).await);
+    assert_eq!(
+        double.fetches(),
+        2,
+        "the first token past the max age refreshes the set"
+    );
+    verify(&verifier, &TokenBuilder::new().sign(&new))
+        .await
+        .unwrap();
+    assert_eq!(double.fetches(), 2, "the refreshed set is current again");
+    // The retired kid is now an unknown one: one refetch at most in a minute, as for any other.
+    for _ in 0..3 {
+        assert_invalid(verify(&verifier, &old_token).await);
+    }
+    assert_eq!(double.fetches(), 3);
+
+    // A verifier with the default max age keeps a retired key for the five minutes.
+    let double = JwksDouble::start(&[&old]).await;
+    let default = jwks_verifier(&double);
+    verify(&default, &old_token).await.unwrap();
+    double.set_keys(&[&new]);
+    outlive_the_cache().await;
+    verify(&default, &old_token).await.unwrap();
+    assert_eq!(double.fetches(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_refresh_keeps_the_cached_keys_and_is_retried_after_a_pause() {
+    let key = TestKey::generate("ins_kept");
+    let new = TestKey::generate("ins_next");
+    let stranger = TestKey::generate("ins_unknown");
+    let double = JwksDouble::start(&[&key]).await;
+    let verifier = short_lived_jwks_verifier(&double);
+    let token = TokenBuilder::new().sign(&key);
+    verify(&verifier, &token).await.unwrap();
+
+    for behaviour in [Behaviour::Fail, Behaviour::Garbage] {
+        double.behave(behaviour);
+        outlive_the_cache().await;
+        outlive_the_retry_pause().await;
+        let before = double.fetches();
+        for _ in 0..5 {
+            assert_eq!(
+                verify(&verifier, &token).await.unwrap(),
+                clerk_session(),
+                "{behaviour:?}: the keys fetched before stay trusted"
+            );
+        }
+        assert_eq!(
+            double.fetches(),
+            before + 1,
+            "{behaviour:?}: one refresh attempt, not one per token"
+        );
+    }
+    // A kid the cached set does not hold cannot be told from a new key meanwhile.
+    assert_unavailable(verify(&verifier, &TokenBuilder::new().sign(&stranger)).await);
+
+    // The next attempt after the pause still fails: still the cached keys.
+    outlive_the_retry_pause().await;
+    let before = double.fetches();
+    verify(&verifier, &token).await.unwrap();
+    assert_eq!(double.fetches(), before + 1);
+
+    // Once the set answers again, it replaces the cached one, retired keys and all.
+    double.set_keys(&[&new]);
+    double.behave(Behaviour::Serve);
+    outlive_the_retry_pause().await;
+    assert_invalid(verify(&verifier, &token).await);
+    assert_eq!(double.fetches(), before + 2);
+    verify(&verifier, &TokenBuilder::new().sign(&new))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_calls_on_an_expired_set_make_one_refresh() {
+    let key = TestKey::generate("ins_stale");
+    let double = JwksDouble::start(&[&key]).await;
+    let verifier = Arc::new(short_lived_jwks_verifier(&double));
+    verify(&verifier, &TokenBuilder::new().sign(&key))
+        .await
+        .unwrap();
+    outlive_the_cache().await;
+    double.delay(Duration::from_millis(300));
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let verifier = Arc::clone(&verifier);
+            let token = TokenBuilder::new().sign(&key);
+            tokio::spawn(async move { verify(&verifier, &token).await })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), clerk_session());
+    }
+    assert_eq!(double.fetches(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_refresh_holds_up_only_the_call_that_makes_it() {
+    let key = TestKey::generate("ins_slow_refresh");
+    let double = JwksDouble::start(&[&key]).await;
+    let verifier = Arc::new(short_lived_jwks_verifier(&double));
+    let token = TokenBuilder::new().sign(&key);
+    verify(&verifier, &token).await.unwrap();
+    outlive_the_cache().await;
+
+    double.behave(Behaviour::Hang);
+    let refreshing = {
+        let (verifier, token) = (Arc::clone(&verifier), token.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            (verify(&verifier, &token).await, started.elapsed())
+        })
+    };
+    while double.fetches() < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = Instant::now();
+    verify(&verifier, &token).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "a call during the refresh waited {:?}",
+        started.elapsed()
+    );
+
+    let (result, waited) = refreshing.await.unwrap();
+    assert_eq!(
+        result.unwrap(),
+        clerk_session(),
+        "the cached key, after giving up"
+    );
+    assert!(waited < Duration::from_secs(7), "gave up after {waited:?}");
+    assert_eq!(double.fetches(), 2);
 }

@@ -1,0 +1,272 @@
+//! `POST /api/me/sync` for a stored user through the built binary, over loopback: calls per
+//! second and p50/p99 latency at 64 concurrent connections. Every call carries an RS256 session
+//! token checked against the PEM key (`CLERK_JWT_KEY`), so the signature check is on the hot path
+//! with the store read; Clerk (a local double) is asked once, by the call that stores the user.
+//!
+//! `cargo bench --bench sync_me` (the bench profile builds the release binary). The load generator
+//! shares the machine with the handler, so on a small machine the numbers are a floor for the
+//! handler alone.
+
+// Shared with the integration tests; this benchmark uses part of each.
+#[allow(dead_code)]
+#[path = "../tests/it/clerk_api_double.rs"]
+mod clerk_api_double;
+#[allow(dead_code)]
+#[path = "../tests/it/fixtures.rs"]
+mod fixtures;
+#[allow(dead_code)]
+#[path = "../tests/it/jwks_double.rs"]
+mod jwks_double;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use clerk_api_double::ClerkApiDouble;
+use fixtures::{SECRET, clerk_user};
+use jwks_double::{PARTY, TestKey, TokenBuilder, USER_ID};
+use serde_json::Value;
+use tempfile::TempDir;
+
+const CONNECTIONS: usize = 64;
+/// Calls measured, after the warm-up.
+const CALLS: usize = 20_000;
+/// Calls made first and not measured: connections opened, caches and pages warm.
+const WARM_UP_CALLS: usize = 2_000;
+/// A bound on the measured run whatever the machine's speed.
+const MAX_DURATION: Duration = Duration::from_secs(60);
+/// Any one request taking longer than this is a failure, not a data point.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+const CLERK_KEY: &str = "sk_test_bench";
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime");
+    runtime.block_on(async {
+        let clerk = ClerkApiDouble::start(CLERK_KEY).await;
+        clerk.put(clerk_user(USER_ID, now_ms()));
+        let key = TestKey::generate("ins_bench");
+        let server = Server::spawn(&clerk, &key);
+        let client = client();
+        server.wait_ready(&client).await;
+
+        // One token per connection, signed before the clock starts: signing is the client's cost.
+        let tokens: Arc<Vec<String>> = Arc::new(
+            (0..CONNECTIONS)
+                .map(|n| {
+                    TokenBuilder::new()
+                        .claim("jti", format!("bench{n}"))
+                        .expires_in(600)
+                        .sign(&key)
+                })
+                .collect(),
+        );
+        let first = call(&client, &server.url, &tokens[0]).await;
+        assert_eq!(
+            first,
+            (200, "applied".to_owned()),
+            "the first call stores the user"
+        );
+        assert_eq!(clerk.request_count(), 1);
+
+        load(&client, &server.url, &tokens, WARM_UP_CALLS, MAX_DURATION).await;
+        let load = load(&client, &server.url, &tokens, CALLS, MAX_DURATION).await;
+        assert_eq!(
+            clerk.request_count(),
+            1,
+            "a stored user never costs a Clerk request"
+        );
+
+        println!();
+        println!(
+            "sync_me: release binary, embedded store, RS256 session tokens (PEM key), loopback"
+        );
+        println!("{:<44} {:>10}", "measure", "value");
+        println!(
+            "{:<44} {:>10}",
+            format!(
+                "calls in {:.1} s, {CONNECTIONS} connections",
+                load.elapsed.as_secs_f64()
+            ),
+            load.latencies.len()
+        );
+        println!(
+            "{:<44} {:>10.0}",
+            "calls per second",
+            load.latencies.len() as f64 / load.elapsed.as_secs_f64()
+        );
+        println!(
+            "{:<44} {:>7.2} ms",
+            "latency p50",
+            ms(percentile(&load.latencies, 50))
+        );
+        println!(
+            "{:<44} {:>7.2} ms",
+            "latency p99",
+            ms(percentile(&load.latencies, 99))
+        );
+        println!(
+            "{:<44} {:>10}",
+            "answers other than 200 \"present\"", load.not_present
+        );
+    });
+}
+
+fn now_ms() -> i64 {
+    jwks_double::now() * 1000
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// `sorted` must be sorted.
+fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+/// The binary on a fresh store and a free port, as the Functions host starts it, configured for
+/// `SyncMe` against the Clerk double and `key`'s PEM.
+struct Server {
+    child: Child,
+    url: String,
+    _dir: TempDir,
+}
+
+impl Server {
+    fn spawn(clerk: &ClerkApiDouble, key: &TestKey) -> Self {
+        let dir = TempDir::new().expect("a temporary directory");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_handler"))
+            .env_clear()
+            .env("CLERK_WEBHOOK_SIGNING_SECRET", SECRET)
+            .env("LOCAL_STORE_PATH", dir.path().join("users.sqlite3"))
+            .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+            .env("RUST_LOG", "warn")
+            .env("CLERK_SECRET_KEY", CLERK_KEY)
+            .env("CLERK_API_URL", clerk.url())
+            .env("CLERK_JWT_KEY", key.public_pem())
+            .env("CLERK_AUTHORIZED_PARTIES", PARTY)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the handler binary starts");
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+
+    async fn wait_ready(&self, client: &reqwest::Client) {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            if let Ok(response) = client.get(format!("{}/", self.url)).send().await {
+                assert_eq!(response.status(), 200);
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the handler never answered GET /"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(CONNECTIONS)
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .expect("an HTTP client")
+}
+
+/// One call: the status and the body's `status`.
+async fn call(client: &reqwest::Client, url: &str, token: &str) -> (u16, String) {
+    let response = client
+        .post(format!("{url}/api/me/sync"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("the handler answers");
+    let status = response.status().as_u16();
+    // Read the body so the connection goes back to the pool.
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    (
+        status,
+        body["status"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+struct Load {
+    /// Sorted.
+    latencies: Vec<Duration>,
+    not_present: usize,
+    elapsed: Duration,
+}
+
+/// `calls` calls over `CONNECTIONS` concurrent workers, or as many as `max_duration` allows.
+async fn load(
+    client: &reqwest::Client,
+    url: &str,
+    tokens: &Arc<Vec<String>>,
+    calls: usize,
+    max_duration: Duration,
+) -> Load {
+    let url = Arc::new(url.to_owned());
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..CONNECTIONS)
+        .map(|worker| {
+            let (client, url, tokens, next) = (
+                client.clone(),
+                Arc::clone(&url),
+                Arc::clone(tokens),
+                Arc::clone(&next),
+            );
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut not_present = 0;
+                while next.fetch_add(1, Ordering::Relaxed) < calls
+                    && started.elapsed() < max_duration
+                {
+                    let sent = Instant::now();
+                    let answer = call(&client, &url, &tokens[worker]).await;
+                    latencies.push(sent.elapsed());
+                    if answer != (200, "present".to_owned()) {
+                        not_present += 1;
+                    }
+                }
+                (latencies, not_present)
+            })
+        })
+        .collect();
+    let mut load = Load {
+        latencies: Vec::with_capacity(calls),
+        not_present: 0,
+        elapsed: Duration::ZERO,
+    };
+    for worker in workers {
+        let (latencies, not_present) = worker.await.expect("a load worker");
+        load.latencies.extend(latencies);
+        load.not_present += not_present;
+    }
+    load.elapsed = started.elapsed();
+    load.latencies.sort();
+    load
+}
