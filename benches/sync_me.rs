@@ -17,6 +17,8 @@ mod fixtures;
 #[allow(dead_code)]
 #[path = "../tests/it/jwks_double.rs"]
 mod jwks_double;
+#[path = "../tests/it/loopback.rs"]
+mod loopback;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};

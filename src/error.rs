@@ -24,7 +24,11 @@ pub enum ApiError {
     /// 404 with a reason: a deleted user, or an endpoint that is not configured.
     #[error("{0}")]
     Missing(String),
-    /// 401 with `WWW-Authenticate: Bearer`: a missing, malformed, expired or foreign token.
+    /// 401 with `WWW-Authenticate: Bearer`: no token at all.
+    #[error("an Authorization: Bearer <Clerk session token> header is required")]
+    MissingToken,
+    /// 401 with `WWW-Authenticate: Bearer error="invalid_token"`: a malformed, expired or
+    /// foreign token.
     #[error("{0}")]
     InvalidToken(String),
     #[error("method not allowed")]
@@ -49,7 +53,7 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::NotFound | Self::Missing(_) => StatusCode::NOT_FOUND,
-            Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Self::MissingToken | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -102,10 +106,16 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let mut response = (status, Json(json!({ "error": message }))).into_response();
-        if let Self::InvalidToken(_) = self {
+        // RFC 6750: a request without credentials gets the scheme alone, a bad token the error.
+        let challenge = match self {
+            Self::MissingToken => Some("Bearer"),
+            Self::InvalidToken(_) => Some("Bearer error=\"invalid_token\""),
+            _ => None,
+        };
+        if let Some(challenge) = challenge {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                HeaderValue::from_static(challenge),
             );
         }
         if let Self::Unavailable { retry_after, .. } = self {

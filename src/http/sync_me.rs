@@ -108,24 +108,23 @@ async fn ensure(
     headers: &HeaderMap,
     user_id: &mut Option<ItemId>,
 ) -> Result<(Found, Document), ApiError> {
-    let authorization =
-        match headers.get(header::AUTHORIZATION) {
-            None => None,
-            Some(value) => Some(value.to_str().map_err(|_| {
-                ApiError::InvalidToken("the Authorization header is not text".into())
-            })?),
-        };
-    let session = sync_me
-        .verifier
-        .verify(authorization)
-        .await
-        .map_err(|error| match error {
-            SessionError::Invalid(reason) => ApiError::InvalidToken(reason),
-            SessionError::KeysUnavailable(reason) => ApiError::Unavailable {
-                reason,
-                retry_after: None,
-            },
-        })?;
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .ok_or(ApiError::MissingToken)?
+        .to_str()
+        .map_err(|_| ApiError::InvalidToken("the Authorization header is not text".into()))?;
+    let session =
+        sync_me
+            .verifier
+            .verify(Some(authorization))
+            .await
+            .map_err(|error| match error {
+                SessionError::Invalid(reason) => ApiError::InvalidToken(reason),
+                SessionError::KeysUnavailable(reason) => ApiError::Unavailable {
+                    reason,
+                    retry_after: None,
+                },
+            })?;
     let id = ItemId::parse_as(Kind::User, &session.user_id)
         .map_err(|e| ApiError::InvalidToken(format!("sub: {e}")))?;
     *user_id = Some(id.clone());

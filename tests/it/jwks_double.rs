@@ -4,7 +4,6 @@
 //!
 //! Keys are generated when a test runs, so no private key lives in the repository.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,6 +21,8 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use serde_json::{Map, Value, json};
+
+use crate::loopback::LoopbackServer;
 
 /// The origin the tokens are issued to, and the verifier's authorized party.
 pub const PARTY: &str = "https://app.example.com";
@@ -301,9 +302,8 @@ struct Double {
 }
 
 pub struct JwksDouble {
-    address: SocketAddr,
+    server: LoopbackServer,
     double: Arc<Double>,
-    server: tokio::task::JoinHandle<()>,
 }
 
 impl JwksDouble {
@@ -318,21 +318,15 @@ impl JwksDouble {
         let router = Router::new()
             .route(JWKS_PATH, get(jwks))
             .with_state(Arc::clone(&double));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, router).await.unwrap();
-        });
         Self {
-            address,
+            server: LoopbackServer::start(router).await,
             double,
-            server,
         }
     }
 
     /// The value of `CLERK_JWKS_URL` that points at this double.
     pub fn url(&self) -> String {
-        format!("http://{}{JWKS_PATH}", self.address)
+        format!("http://{}{JWKS_PATH}", self.server.address)
     }
 
     /// Replaces the published keys, as a rotation that retires the old ones does.
@@ -357,12 +351,6 @@ impl JwksDouble {
     /// Requests received, whatever was answered.
     pub fn fetches(&self) -> usize {
         self.double.fetches.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for JwksDouble {
-    fn drop(&mut self) {
-        self.server.abort();
     }
 }
 
