@@ -20,8 +20,6 @@ use crate::store::Store;
 use crate::verify::Verifier;
 
 pub use self::sync_me::{NO_SESSION_SETTINGS, SyncMe};
-pub use self::timer::TIMER_BUDGET;
-pub use self::webhook::BODY_LIMIT;
 
 pub const WEBHOOK_PATH: &str = "/api/ClerkWebhook";
 /// The host invokes a non-HTTP function at its name, without the `api` route prefix.

@@ -16,7 +16,7 @@ use crate::reconcile::{self, LogProgress, Settings};
 
 /// How long the timer's run may take: inside `host.json`'s `functionTimeout` (one hour), with
 /// room to stop cleanly and answer the host.
-pub const TIMER_BUDGET: Duration = Duration::from_secs(50 * 60);
+const TIMER_BUDGET: Duration = Duration::from_secs(50 * 60);
 
 pub(super) async fn reconcile(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
     let Some(clerk) = &state.clerk else {

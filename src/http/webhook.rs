@@ -22,7 +22,7 @@ use crate::sync::Change;
 
 /// Clerk's payloads are a few KiB; 1 MiB leaves room and bounds what a sender can make us
 /// buffer.
-pub const BODY_LIMIT: usize = 1024 * 1024;
+const BODY_LIMIT: usize = 1024 * 1024;
 /// Svix waits 15 s; answering within 10 s leaves it time to receive the answer. The last second
 /// is margin for writing the response.
 const DEADLINE: Duration = Duration::from_secs(9);
