@@ -12,6 +12,7 @@ mod report;
 use std::collections::{HashMap, HashSet};
 
 use futures::{StreamExt, TryStreamExt};
+use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::time::Instant;
@@ -39,6 +40,38 @@ pub struct Settings<'a> {
     /// When the run must stop (cleanly, deleting nothing); `None` for no limit.
     pub deadline: Option<Instant>,
     pub progress: &'a dyn Progress,
+}
+
+/// `work`, or `Stopped::OutOfTime` once `deadline` passes.
+async fn within<T, E: Into<Stopped>>(
+    deadline: Option<Instant>,
+    work: impl Future<Output = Result<T, E>>,
+) -> Result<T, Stopped> {
+    match deadline {
+        Some(deadline) => match tokio::time::timeout_at(deadline, work).await {
+            Ok(result) => result.map_err(Into::into),
+            Err(_) => Err(Stopped::OutOfTime),
+        },
+        None => work.await.map_err(Into::into),
+    }
+}
+
+/// The sweep's next page; `None` once complete. An instance without Organizations answers 403
+/// to their lists: it has none. Nothing stored is deleted on that alone: confirming a deletion
+/// asks again, and a 403 there stops the run.
+async fn next_page(
+    sweep: &mut Sweep,
+    kind: Kind,
+    deadline: Option<Instant>,
+    run_id: &str,
+) -> Result<Option<Vec<Map<String, Value>>>, Stopped> {
+    match within(deadline, sweep.next_page()).await {
+        Err(Stopped::Clerk(ClerkApiError::Forbidden(reason))) if kind != Kind::User => {
+            tracing::warn!(run_id, %kind, reason, "reconcile: Clerk forbids listing these; is the Organizations feature off? Counted as none");
+            Ok(None)
+        }
+        other => other,
+    }
 }
 
 /// The order of the sweep: memberships last, so that their organizations and users are known.
@@ -114,13 +147,7 @@ impl Reconcile<'_> {
         &self,
         work: impl Future<Output = Result<T, E>>,
     ) -> Result<T, Stopped> {
-        match self.settings.deadline {
-            Some(deadline) => match tokio::time::timeout_at(deadline, work).await {
-                Ok(result) => result.map_err(Into::into),
-                Err(_) => Err(Stopped::OutOfTime),
-            },
-            None => work.await.map_err(Into::into),
-        }
+        within(self.settings.deadline, work).await
     }
 
     async fn load_store(&mut self) -> Result<(), Stopped> {
@@ -140,49 +167,50 @@ impl Reconcile<'_> {
         Ok(())
     }
 
+    /// Every page of one kind. The next page is fetched while this one's writes are made, so a
+    /// run paced by Clerk does not also wait for the store between pages.
     async fn sweep(&mut self, kind: Kind) -> Result<(), Stopped> {
         let mut sweep: Sweep = match kind {
             Kind::User => self.clerk.users(),
             Kind::Organization => self.clerk.organizations(),
             Kind::Membership => self.clerk.memberships(),
         };
-        loop {
-            let page = match self.in_time(sweep.next_page()).await {
-                Ok(Some(page)) => page,
-                Ok(None) => return Ok(()),
-                // An instance without Organizations answers 403 to their lists: it has none.
-                // Nothing stored is deleted on that alone: confirming a deletion asks again,
-                // and a 403 there stops the run.
-                Err(Stopped::Clerk(ClerkApiError::Forbidden(reason))) if kind != Kind::User => {
-                    tracing::warn!(run_id = self.event_id, %kind, reason, "reconcile: Clerk forbids listing these; is the Organizations feature off? Counted as none");
-                    return Ok(());
-                }
-                Err(other) => return Err(other),
-            };
-            let snapshots: Vec<Snapshot> = page
-                .into_iter()
-                .filter_map(|data| match Snapshot::parse(kind, data) {
-                    Ok(snapshot) => Some(snapshot),
-                    Err(error) => {
-                        // Never the payload: it may hold personal data.
-                        tracing::warn!(run_id = self.event_id, %kind, %error, "reconcile: Clerk sent an item it cannot read; left as it is");
-                        None
-                    }
-                })
-                .collect();
-            self.report.counts_mut(kind).clerk += snapshots.len() as u64;
-            let planned: Vec<(Snapshot, Verdict)> = snapshots
-                .into_iter()
-                .map(|snapshot| {
-                    let verdict = self.classify(&snapshot);
-                    (snapshot, verdict)
-                })
-                .collect();
-            self.heal(kind, planned).await?;
+        let deadline = self.settings.deadline;
+        let mut page = next_page(&mut sweep, kind, deadline, self.event_id).await?;
+        while let Some(items) = page {
+            let planned = self.plan(kind, items);
+            let fetching = next_page(&mut sweep, kind, deadline, self.event_id);
+            let (next, healed) = tokio::join!(fetching, self.heal(kind, planned));
+            healed?;
             self.settings
                 .progress
                 .update(kind, self.report.counts(kind), Phase::Sweeping);
+            page = next?;
         }
+        Ok(())
+    }
+
+    /// One page's items, read and classified: what each needs, counted as Clerk's.
+    fn plan(&mut self, kind: Kind, page: Vec<Map<String, Value>>) -> Vec<(Snapshot, Verdict)> {
+        let snapshots: Vec<Snapshot> = page
+            .into_iter()
+            .filter_map(|data| match Snapshot::parse(kind, data) {
+                Ok(snapshot) => Some(snapshot),
+                Err(error) => {
+                    // Never the payload: it may hold personal data.
+                    tracing::warn!(run_id = self.event_id, %kind, %error, "reconcile: Clerk sent an item it cannot read; left as it is");
+                    None
+                }
+            })
+            .collect();
+        self.report.counts_mut(kind).clerk += snapshots.len() as u64;
+        snapshots
+            .into_iter()
+            .map(|snapshot| {
+                let verdict = self.classify(&snapshot);
+                (snapshot, verdict)
+            })
+            .collect()
     }
 
     /// What the decision says about one Clerk item against the store as loaded, marking it seen.
