@@ -389,7 +389,8 @@ fn page<'a>(
     params: &[(String, String)],
 ) -> Result<(Vec<Value>, usize), (StatusCode, &'static str)> {
     let mut items: Vec<&Value> = items.collect();
-    items.sort_by_key(|item| (created_at(item), id(item)));
+    // Each key read once: a 100,000-user sweep sorts on every request.
+    items.sort_by_cached_key(|item| (created_at(item), id(item).to_owned()));
     match param(params, "order_by").unwrap_or("-created_at") {
         "created_at" | "+created_at" => {}
         "-created_at" => items.reverse(),
