@@ -11,16 +11,16 @@
 #[allow(dead_code)]
 #[path = "../tests/it/fixtures.rs"]
 mod fixtures;
+#[path = "support/server.rs"]
+mod server;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fixtures::{SECRET, user_changed};
+use server::{REQUEST_TIMEOUT, Server};
 use svix::webhooks::Webhook;
-use tempfile::TempDir;
 
 const COLD_STARTS: usize = 10;
 const CONNECTIONS: usize = 64;
@@ -30,9 +30,6 @@ const MAX_DELIVERIES: usize = 500_000;
 /// Deliveries cycle through this many users: the first round creates them, later rounds update.
 const USERS: usize = 2_000;
 const T0: i64 = 1_700_000_000_000;
-/// Any one request taking longer than this is a failure, not a data point.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
-
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -93,61 +90,6 @@ fn ms(duration: Duration) -> f64 {
 /// `sorted` must be sorted.
 fn percentile(sorted: &[Duration], p: usize) -> Duration {
     sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
-}
-
-/// The binary on a fresh store and a free port, as the Functions host starts it.
-struct Server {
-    child: Child,
-    url: String,
-    _dir: TempDir,
-}
-
-impl Server {
-    fn spawn() -> Self {
-        let dir = TempDir::new().expect("a temporary directory");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_handler"))
-            .env_clear()
-            .env("CLERK_WEBHOOK_SIGNING_SECRET", SECRET)
-            .env("LOCAL_STORE_PATH", dir.path().join("users.sqlite3"))
-            .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the handler binary starts");
-        Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            _dir: dir,
-        }
-    }
-
-    /// Polls `GET /` as the host does, at a millisecond's interval so as not to hide start time.
-    async fn wait_ready(&self, client: &reqwest::Client) {
-        let deadline = Instant::now() + REQUEST_TIMEOUT;
-        loop {
-            if let Ok(response) = client.get(format!("{}/", self.url)).send().await {
-                assert_eq!(response.status(), 200);
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the handler never answered GET /"
-            );
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A signed delivery: headers and exact body.
@@ -217,7 +159,7 @@ async fn cold_starts() -> ColdStart {
             1,
         );
         let started = Instant::now();
-        let server = Server::spawn();
+        let server = Server::spawn(&[]);
         server.wait_ready(&client).await;
         ready.push(started.elapsed());
         assert_eq!(send(&client, &server.url, first).await, 200);
@@ -248,7 +190,7 @@ struct Load {
 }
 
 async fn sustained_load() -> Load {
-    let server = Server::spawn();
+    let server = Server::spawn(&[]);
     let client = client();
     server.wait_ready(&client).await;
     let url = Arc::new(server.url.clone());

@@ -19,18 +19,18 @@ mod fixtures;
 mod jwks_double;
 #[path = "../tests/it/loopback.rs"]
 mod loopback;
+#[path = "support/server.rs"]
+mod server;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clerk_api_double::ClerkApiDouble;
-use fixtures::{SECRET, clerk_user};
+use fixtures::clerk_user;
 use jwks_double::{PARTY, TestKey, TokenBuilder, USER_ID};
 use serde_json::Value;
-use tempfile::TempDir;
+use server::{REQUEST_TIMEOUT, Server};
 
 const CONNECTIONS: usize = 64;
 /// Calls measured, after the warm-up.
@@ -39,8 +39,7 @@ const CALLS: usize = 20_000;
 const WARM_UP_CALLS: usize = 2_000;
 /// A bound on the measured run whatever the machine's speed.
 const MAX_DURATION: Duration = Duration::from_secs(60);
-/// Any one request taking longer than this is a failure, not a data point.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// The secret key the Clerk double accepts.
 const CLERK_KEY: &str = "sk_test_bench";
 
 fn main() {
@@ -52,7 +51,12 @@ fn main() {
         let clerk = ClerkApiDouble::start(CLERK_KEY).await;
         clerk.put(clerk_user(USER_ID, now_ms()));
         let key = TestKey::generate("ins_bench");
-        let server = Server::spawn(&clerk, &key);
+        let server = Server::spawn(&[
+            ("CLERK_SECRET_KEY", CLERK_KEY.to_owned()),
+            ("CLERK_API_URL", clerk.url()),
+            ("CLERK_JWT_KEY", key.public_pem().to_owned()),
+            ("CLERK_AUTHORIZED_PARTIES", PARTY.to_owned()),
+        ]);
         let client = client();
         server.wait_ready(&client).await;
 
@@ -129,65 +133,6 @@ fn ms(duration: Duration) -> f64 {
 /// `sorted` must be sorted.
 fn percentile(sorted: &[Duration], p: usize) -> Duration {
     sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
-}
-
-/// The binary on a fresh store and a free port, as the Functions host starts it, configured for
-/// `SyncMe` against the Clerk double and `key`'s PEM.
-struct Server {
-    child: Child,
-    url: String,
-    _dir: TempDir,
-}
-
-impl Server {
-    fn spawn(clerk: &ClerkApiDouble, key: &TestKey) -> Self {
-        let dir = TempDir::new().expect("a temporary directory");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_handler"))
-            .env_clear()
-            .env("CLERK_WEBHOOK_SIGNING_SECRET", SECRET)
-            .env("LOCAL_STORE_PATH", dir.path().join("users.sqlite3"))
-            .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
-            .env("RUST_LOG", "warn")
-            .env("CLERK_SECRET_KEY", CLERK_KEY)
-            .env("CLERK_API_URL", clerk.url())
-            .env("CLERK_JWT_KEY", key.public_pem())
-            .env("CLERK_AUTHORIZED_PARTIES", PARTY)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the handler binary starts");
-        Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            _dir: dir,
-        }
-    }
-
-    async fn wait_ready(&self, client: &reqwest::Client) {
-        let deadline = Instant::now() + REQUEST_TIMEOUT;
-        loop {
-            if let Ok(response) = client.get(format!("{}/", self.url)).send().await {
-                assert_eq!(response.status(), 200);
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the handler never answered GET /"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn client() -> reqwest::Client {
