@@ -51,6 +51,25 @@ async fn verify(verifier: &SessionVerifier, token: &str) -> Result<Session, Sess
     verifier.verify(Some(&bearer(token))).await
 }
 
+/// Fifty verifications at once, of the tokens `token(n)` makes, on one verifier.
+async fn fifty_at_once(
+    verifier: &Arc<SessionVerifier>,
+    token: impl Fn(usize) -> String,
+) -> Vec<Result<Session, SessionError>> {
+    let tasks: Vec<_> = (0..50)
+        .map(|n| {
+            let verifier = Arc::clone(verifier);
+            let token = token(n);
+            tokio::spawn(async move { verify(&verifier, &token).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    results
+}
+
 #[track_caller]
 fn assert_invalid(result: Result<Session, SessionError>) {
     assert!(
@@ -297,17 +316,14 @@ async fn a_flood_of_made_up_kids_costs_one_refetch() {
     verify(&verifier, &TokenBuilder::new().sign(&key))
         .await
         .unwrap();
-    let tasks: Vec<_> = (0..50)
-        .map(|n| {
-            let verifier = Arc::clone(&verifier);
-            let token = TokenBuilder::new()
-                .kid(&format!("ins_random{n}"))
-                .sign(&key);
-            tokio::spawn(async move { verify(&verifier, &token).await })
-        })
-        .collect();
-    for task in tasks {
-        assert_invalid(task.await.unwrap());
+    for result in fifty_at_once(&verifier, |n| {
+        TokenBuilder::new()
+            .kid(&format!("ins_random{n}"))
+            .sign(&key)
+    })
+    .await
+    {
+        assert_invalid(result);
     }
     assert_eq!(double.fetches(), 2);
 }
@@ -429,15 +445,8 @@ async fn fifty_concurrent_first_calls_make_one_fetch() {
     // A slow answer keeps the fetch in flight while every caller arrives.
     double.delay(Duration::from_millis(300));
     let verifier = Arc::new(jwks_verifier(&double));
-    let tasks: Vec<_> = (0..50)
-        .map(|_| {
-            let verifier = Arc::clone(&verifier);
-            let token = TokenBuilder::new().sign(&key);
-            tokio::spawn(async move { verify(&verifier, &token).await })
-        })
-        .collect();
-    for task in tasks {
-        assert_eq!(task.await.unwrap().unwrap(), clerk_session());
+    for result in fifty_at_once(&verifier, |_| TokenBuilder::new().sign(&key)).await {
+        assert_eq!(result.unwrap(), clerk_session());
     }
     assert_eq!(double.fetches(), 1);
 }
@@ -449,15 +458,8 @@ async fn fifty_concurrent_first_calls_share_one_failed_fetch() {
     double.behave(Behaviour::Fail);
     double.delay(Duration::from_millis(300));
     let verifier = Arc::new(jwks_verifier(&double));
-    let tasks: Vec<_> = (0..50)
-        .map(|_| {
-            let verifier = Arc::clone(&verifier);
-            let token = TokenBuilder::new().sign(&key);
-            tokio::spawn(async move { verify(&verifier, &token).await })
-        })
-        .collect();
-    for task in tasks {
-        assert_unavailable(task.await.unwrap());
+    for result in fifty_at_once(&verifier, |_| TokenBuilder::new().sign(&key)).await {
+        assert_unavailable(result);
     }
     assert_eq!(double.fetches(), 1);
 }
@@ -591,15 +593,8 @@ async fn fifty_concurrent_calls_on_an_expired_set_make_one_refresh() {
         .unwrap();
     outlive_the_cache().await;
     double.delay(Duration::from_millis(300));
-    let tasks: Vec<_> = (0..50)
-        .map(|_| {
-            let verifier = Arc::clone(&verifier);
-            let token = TokenBuilder::new().sign(&key);
-            tokio::spawn(async move { verify(&verifier, &token).await })
-        })
-        .collect();
-    for task in tasks {
-        assert_eq!(task.await.unwrap().unwrap(), clerk_session());
+    for result in fifty_at_once(&verifier, |_| TokenBuilder::new().sign(&key)).await {
+        assert_eq!(result.unwrap(), clerk_session());
     }
     assert_eq!(double.fetches(), 2);
 }
