@@ -11,6 +11,8 @@
 #[allow(dead_code)]
 #[path = "../tests/it/fixtures.rs"]
 mod fixtures;
+#[path = "support/latency.rs"]
+mod latency;
 #[path = "support/server.rs"]
 mod server;
 
@@ -64,32 +66,13 @@ fn main() {
             "  of which creates / updates",
             format!("{} / {}", load.creates, load.latencies.len() - load.creates)
         );
-        println!(
-            "{:<44} {:>10.0}",
-            "deliveries per second",
-            load.latencies.len() as f64 / load.elapsed.as_secs_f64()
-        );
-        println!(
-            "{:<44} {:>7.2} ms",
-            "latency p50",
-            ms(percentile(&load.latencies, 50))
-        );
-        println!(
-            "{:<44} {:>7.2} ms",
-            "latency p99",
-            ms(percentile(&load.latencies, 99))
-        );
+        latency::print_rate_and_latency("deliveries", &load.latencies, load.elapsed);
         println!("{:<44} {:>10}", "answers other than 200", load.not_ok);
     });
 }
 
 fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
-}
-
-/// `sorted` must be sorted.
-fn percentile(sorted: &[Duration], p: usize) -> Duration {
-    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
 }
 
 /// A signed delivery: headers and exact body.

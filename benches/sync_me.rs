@@ -17,6 +17,8 @@ mod fixtures;
 #[allow(dead_code)]
 #[path = "../tests/it/jwks_double.rs"]
 mod jwks_double;
+#[path = "support/latency.rs"]
+mod latency;
 #[path = "../tests/it/loopback.rs"]
 mod loopback;
 #[path = "support/server.rs"]
@@ -100,21 +102,7 @@ fn main() {
             ),
             load.latencies.len()
         );
-        println!(
-            "{:<44} {:>10.0}",
-            "calls per second",
-            load.latencies.len() as f64 / load.elapsed.as_secs_f64()
-        );
-        println!(
-            "{:<44} {:>7.2} ms",
-            "latency p50",
-            ms(percentile(&load.latencies, 50))
-        );
-        println!(
-            "{:<44} {:>7.2} ms",
-            "latency p99",
-            ms(percentile(&load.latencies, 99))
-        );
+        latency::print_rate_and_latency("calls", &load.latencies, load.elapsed);
         println!(
             "{:<44} {:>10}",
             "answers other than 200 \"present\"", load.not_present
@@ -124,15 +112,6 @@ fn main() {
 
 fn now_ms() -> i64 {
     jwks_double::now() * 1000
-}
-
-fn ms(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
-}
-
-/// `sorted` must be sorted.
-fn percentile(sorted: &[Duration], p: usize) -> Duration {
-    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
 }
 
 fn client() -> reqwest::Client {
