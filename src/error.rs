@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::apply::ApplyError;
+use crate::clerk::api::ClerkApiError;
 use crate::store::StoreError;
 
 /// How long Svix (or any caller) is asked to wait when the store gave no hint.
@@ -76,6 +77,24 @@ impl From<StoreError> for ApiError {
             // `apply` retries lost races itself; one escaping here is a bug like any rejection.
             StoreError::ConditionFailed | StoreError::Rejected(_) => {
                 Self::Internal(error.to_string())
+            }
+        }
+    }
+}
+
+impl From<ClerkApiError> for ApiError {
+    fn from(error: ClerkApiError) -> Self {
+        match error {
+            ClerkApiError::Unavailable {
+                reason,
+                retry_after,
+            } => Self::Unavailable {
+                reason,
+                retry_after,
+            },
+            // A key Clerk refuses is a deployment bug, not the caller's.
+            ClerkApiError::Rejected(reason) | ClerkApiError::Forbidden(reason) => {
+                Self::Internal(reason)
             }
         }
     }

@@ -19,7 +19,7 @@ use tokio::time::{Instant, timeout_at};
 use super::AppState;
 use crate::apply::{self, Options, Outcome};
 use crate::clerk::Snapshot;
-use crate::clerk::api::{ClerkApi, ClerkApiError, Patience};
+use crate::clerk::api::{ClerkApi, Patience};
 use crate::document::{self, Document, State as ItemState};
 use crate::error::ApiError;
 use crate::item::{ItemId, Kind};
@@ -142,8 +142,7 @@ async fn ensure(
     let data = sync_me
         .clerk
         .get_user(id.as_str(), Patience::Interactive)
-        .await
-        .map_err(clerk_error)?
+        .await?
         .ok_or_else(|| ApiError::Missing("no such user in Clerk".into()))?;
     let snapshot = Snapshot::parse(Kind::User, data)
         .map_err(|e| ApiError::Internal(format!("Clerk's user {id} cannot be read: {e}")))?;
@@ -187,22 +186,6 @@ async fn stored_user(store: &dyn Store, id: &ItemId) -> Result<Option<Document>,
 
 fn deleted() -> ApiError {
     ApiError::Missing("the user is deleted".into())
-}
-
-fn clerk_error(error: ClerkApiError) -> ApiError {
-    match error {
-        ClerkApiError::Unavailable {
-            reason,
-            retry_after,
-        } => ApiError::Unavailable {
-            reason,
-            retry_after,
-        },
-        // A key Clerk refuses is a deployment bug, not the caller's.
-        ClerkApiError::Rejected(reason) | ClerkApiError::Forbidden(reason) => {
-            ApiError::Internal(reason)
-        }
-    }
 }
 
 /// One lock per user being fetched; entries go away with their last holder.
