@@ -142,6 +142,16 @@ impl Reconcile<'_> {
         Ok(())
     }
 
+    /// How the run's writes are applied: stamped with the run, never asking the guard (Clerk
+    /// itself is the source).
+    fn apply_options(&self) -> Options<'_> {
+        Options {
+            event_id: self.event_id,
+            tombstone_ttl_seconds: self.settings.tombstone_ttl_seconds,
+            guard: None,
+        }
+    }
+
     /// Bounds any wait by the run's deadline.
     async fn in_time<T, E: Into<Stopped>>(
         &self,
@@ -247,11 +257,7 @@ impl Reconcile<'_> {
     /// re-reads and re-decides, so a webhook that wrote a newer version meanwhile wins.
     async fn heal(&mut self, kind: Kind, planned: Vec<(Snapshot, Verdict)>) -> Result<(), Stopped> {
         let (store, dry_run) = (self.store, self.settings.dry_run);
-        let options = Options {
-            event_id: self.event_id,
-            tombstone_ttl_seconds: self.settings.tombstone_ttl_seconds,
-            guard: None,
-        };
+        let options = self.apply_options();
         let results: Vec<Result<(Verdict, RequestCharge), ApplyError>> =
             futures::stream::iter(planned)
                 .map(|(snapshot, verdict)| async move {
@@ -355,12 +361,14 @@ impl Reconcile<'_> {
         };
         let (stored, _) = self.store.read(&item_id).await?;
         let Some(document) = stored.map(|s| s.document) else {
-            // Tombstoned or removed since the run started: nothing left to delete.
+            // Removed since the run started: nothing left to delete.
             return Ok(true);
         };
         let link = |field: &str| document.get(field).and_then(|v| v.as_str()).unwrap_or("");
         let (organization, user) = (link("organizationId"), link("userId"));
         if organization.is_empty() || user.is_empty() {
+            // A tombstone by now (a deleted user or organization took it along), or a document
+            // without its links: nothing to ask Clerk about, nothing to delete.
             return Ok(true);
         }
         let found = self
@@ -376,11 +384,7 @@ impl Reconcile<'_> {
             return Ok(());
         }
         let item = ItemRef { kind, id };
-        let options = Options {
-            event_id: self.event_id,
-            tombstone_ttl_seconds: self.settings.tombstone_ttl_seconds,
-            guard: None,
-        };
+        let options = self.apply_options();
         let applied = self
             .in_time(apply::apply(self.store, Change::Delete(&item), options))
             .await?;
