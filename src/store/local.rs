@@ -106,7 +106,7 @@ impl LocalStore {
                         .map_err(classify)?;
                 connection.busy_timeout(BUSY_TIMEOUT).map_err(classify)?;
                 let mut statement = connection.prepare(&sql).map_err(classify)?;
-                let now = now_ms().to_string();
+                let now = now_ms();
                 let mut bound: Vec<(&str, &dyn rusqlite::ToSql)> = vec![(":now", &now)];
                 bound.extend(
                     parameters
