@@ -15,6 +15,7 @@ pub mod error;
 pub mod http;
 pub mod item;
 pub mod reconcile;
+pub mod secret;
 pub mod session;
 pub mod startup;
 pub mod store;

@@ -8,12 +8,10 @@ use handler::clerk::api::ClerkApi;
 use handler::cli::{Cli, Command, ItemsCommand, MembershipsCommand, ReconcileArgs, ServeArgs};
 use handler::commands::items::{self, ItemsError};
 use handler::commands::reconcile::{self, Finished};
-use handler::config::{
-    self, ConfigError, ConfigErrors, Env, ServeSettings, Settings, StoreSettings,
-};
+use handler::config::{self, ConfigError, ConfigErrors, Env, ServeSettings, Settings};
 use handler::item::Kind;
 use handler::startup;
-use handler::store::ListFilter;
+use handler::store::{ListFilter, StoreSettings};
 use handler::telemetry::{self, Target};
 
 // Exit statuses beside 0 and 1 (`ExitCode::FAILURE`: serving failed, or `get` found nothing).

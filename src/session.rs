@@ -11,7 +11,34 @@ use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use crate::config::{SessionKey, SessionSettings};
+/// Clerk session-token verification, for `SyncMe`.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    pub key: SessionKey,
+    /// Origins allowed in `azp`, without trailing slashes.
+    pub authorized_parties: Vec<String>,
+    /// What `iss` must equal, when set.
+    pub issuer: Option<String>,
+}
+
+/// Where the key that signs session tokens comes from.
+#[derive(Clone)]
+pub enum SessionKey {
+    /// `CLERK_JWT_KEY`: the PEM public key from the Clerk dashboard, parsed once (`pem_key`);
+    /// no network needed.
+    Pem(Arc<DecodingKey>),
+    /// `CLERK_JWKS_URL`: the instance's JWK set, fetched when first needed.
+    Jwks(String),
+}
+
+impl std::fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Pem(_) => f.write_str("Pem(RSA public key)"),
+            Self::Jwks(url) => f.debug_tuple("Jwks").field(url).finish(),
+        }
+    }
+}
 
 /// Clerk signs with RS256 only. Configuration decides this, never the token's header: trusting
 /// the header is how `none` and HS256-keyed-with-the-public-key forgeries get in.
@@ -70,9 +97,8 @@ pub struct SessionVerifier {
 }
 
 enum KeySource {
-    /// The configured PEM key, or why it is unusable (settings loading refuses such a key, so
-    /// this only happens to hand-built settings).
-    Pem(Result<Arc<DecodingKey>, String>),
+    /// The configured PEM key.
+    Pem(Arc<DecodingKey>),
     Jwks(Jwks),
 }
 
@@ -80,11 +106,7 @@ impl SessionVerifier {
     /// Makes no network call: a JWK set is fetched when the first token needs it.
     pub fn new(settings: &SessionSettings) -> Self {
         let keys = match &settings.key {
-            SessionKey::Pem(pem) => KeySource::Pem(
-                pem_key(pem)
-                    .map(Arc::new)
-                    .map_err(|problem| format!("{} {problem}", crate::config::CLERK_JWT_KEY)),
-            ),
+            SessionKey::Pem(key) => KeySource::Pem(Arc::clone(key)),
             SessionKey::Jwks(url) => KeySource::Jwks(Jwks::new(url, KEY_SET_MAX_AGE)),
         };
         let mut validation = Validation::new(ALGORITHM);
@@ -135,7 +157,7 @@ impl SessionVerifier {
         let kid = header.kid.as_deref();
         let key = match &self.keys {
             // Clerk's PEM is the instance's one signing key, whatever kid the token names.
-            KeySource::Pem(key) => key.clone().map_err(SessionError::KeysUnavailable)?,
+            KeySource::Pem(key) => Arc::clone(key),
             KeySource::Jwks(jwks) => jwks.key(kid).await?,
         };
         let claims = jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
@@ -237,7 +259,7 @@ fn refusal(kind: &ErrorKind) -> String {
 /// The PEM public key from the Clerk dashboard as a verification key. App settings often carry it
 /// on one line, with literal `\n` sequences for its newlines; both forms are accepted. The error
 /// completes a sentence that starts with the variable's name, and never echoes the value.
-pub(crate) fn pem_key(pem: &str) -> Result<DecodingKey, String> {
+pub fn pem_key(pem: &str) -> Result<DecodingKey, String> {
     let pem = pem.trim().replace("\\n", "\n");
     if pem.contains("PRIVATE KEY") {
         return Err(
@@ -578,7 +600,7 @@ pub(crate) mod tests {
         pub(crate) public_pem: String,
     }
 
-    fn pem(label: &str, der: &[u8]) -> String {
+    fn pem_block(label: &str, der: &[u8]) -> String {
         let base64 = STANDARD.encode(der);
         let lines: Vec<&str> = base64
             .as_bytes()
@@ -596,10 +618,10 @@ pub(crate) mod tests {
         static KEY: OnceLock<TestKey> = OnceLock::new();
         KEY.get_or_init(|| {
             let pair = KeyPair::generate(KeySize::Rsa2048).unwrap();
-            let private = pem("PRIVATE KEY", pair.as_der().unwrap().as_ref());
+            let private = pem_block("PRIVATE KEY", pair.as_der().unwrap().as_ref());
             TestKey {
                 private: EncodingKey::from_rsa_pem(private.as_bytes()).unwrap(),
-                public_pem: pem("PUBLIC KEY", pair.public_key().as_der().unwrap().as_ref()),
+                public_pem: pem_block("PUBLIC KEY", pair.public_key().as_der().unwrap().as_ref()),
             }
         })
     }
@@ -626,6 +648,10 @@ pub(crate) mod tests {
         claims
     }
 
+    fn pem(pem: &str) -> SessionKey {
+        SessionKey::Pem(Arc::new(pem_key(pem).unwrap()))
+    }
+
     fn sign(claims: &Value) -> String {
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some("ins_whatever".into());
@@ -634,7 +660,7 @@ pub(crate) mod tests {
 
     fn verifier(issuer: Option<&str>) -> SessionVerifier {
         SessionVerifier::new(&SessionSettings {
-            key: SessionKey::Pem(test_key().public_pem.clone()),
+            key: pem(&test_key().public_pem),
             authorized_parties: vec![PARTY.into(), "http://localhost:3000".into()],
             issuer: issuer.map(str::to_owned),
         })
@@ -669,7 +695,7 @@ pub(crate) mod tests {
     async fn accepts_the_pem_with_literal_backslash_n_as_app_settings_carry_it() {
         let one_line = test_key().public_pem.replace('\n', "\\n");
         let verifier = SessionVerifier::new(&SessionSettings {
-            key: SessionKey::Pem(one_line),
+            key: pem(&one_line),
             authorized_parties: vec![PARTY.into()],
             issuer: None,
         });
@@ -715,20 +741,6 @@ pub(crate) mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_pem_that_is_no_key_makes_keys_unavailable_not_a_panic() {
-        let verifier = SessionVerifier::new(&SessionSettings {
-            key: SessionKey::Pem("not a key".into()),
-            authorized_parties: vec![PARTY.into()],
-            issuer: None,
-        });
-        let result = verify(&verifier, &sign(&claims())).await;
-        assert!(
-            matches!(result, Err(SessionError::KeysUnavailable(_))),
-            "{result:?}"
-        );
-    }
-
     #[test]
     fn takes_only_a_bearer_jwt_from_authorization() {
         assert_eq!(bearer_token(Some("Bearer a.b.c")).unwrap(), "a.b.c");
@@ -761,7 +773,7 @@ pub(crate) mod tests {
             &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
         )
         .unwrap();
-        let ec_public = pem("PUBLIC KEY", ec.public_key().as_der().unwrap().as_ref());
+        let ec_public = pem_block("PUBLIC KEY", ec.public_key().as_der().unwrap().as_ref());
         for not_rsa in [
             ec_public.as_str(),
             "",

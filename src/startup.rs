@@ -8,10 +8,10 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use crate::clerk::api::ClerkApi;
-use crate::config::{ServeSettings, Settings, StoreSettings};
+use crate::config::{ServeSettings, Settings};
 use crate::http::{self, AppState, NO_SESSION_SETTINGS, SyncMe};
 use crate::session::SessionVerifier;
-use crate::store;
+use crate::store::{self, StoreSettings};
 
 pub async fn serve(settings: Settings, serve: ServeSettings) -> anyhow::Result<()> {
     let store = open_store(&settings.store)?;

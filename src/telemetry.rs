@@ -5,7 +5,12 @@ use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
-use crate::config::LogFormat;
+/// How log lines are written: JSON lines (the default in Azure) or text for a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
 
 /// Where log lines go: stdout while serving (Azure turns it into traces), stderr for commands
 /// whose stdout is their output.

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::apply::{Guard, GuardError};
 use crate::clerk::Snapshot;
-use crate::config::{ClerkApiSettings, MIN_CLERK_API_RATE};
+use crate::secret::Secret;
 
 /// The API version every request pins (`Clerk-API-Version`), the one `@clerk/backend` pins too:
 /// the shapes parsed here are this version's.
@@ -42,6 +42,37 @@ const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
 const BATCH_ATTEMPTS: u32 = 6;
 const INTERACTIVE_ATTEMPTS: u32 = 2;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The Clerk Backend API, for reconcile and `SyncMe`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClerkApiSettings {
+    pub secret_key: Secret,
+    /// An http(s) URL with a host, without query or fragment; paths are appended as `/v1/...`.
+    pub base_url: Url,
+    pub rate: RequestRate,
+}
+
+/// Requests per second, at least `RequestRate::MIN`: the pause between two requests is always
+/// a sane `Duration`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RequestRate(f64);
+
+// Never NaN (refused by `per_second`), so equality is an equivalence.
+impl Eq for RequestRate {}
+
+impl RequestRate {
+    /// One request every 100 s: slower would make a sweep pointless.
+    pub const MIN: f64 = 0.01;
+
+    pub fn per_second(rate: f64) -> Option<Self> {
+        (rate.is_finite() && rate >= Self::MIN).then_some(Self(rate))
+    }
+
+    /// The pause between two requests.
+    pub fn interval(self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.0)
+    }
+}
 
 /// How long a caller can wait for Clerk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,20 +156,6 @@ impl fmt::Debug for ClerkApi {
 
 impl ClerkApi {
     pub fn new(settings: &ClerkApiSettings) -> Result<Self, ClerkApiError> {
-        let rate = settings.rate_per_second;
-        // Settings come checked from `config`; this guards hand-built ones, since the pause
-        // between requests must be a sane `Duration`.
-        if !(rate.is_finite() && rate >= MIN_CLERK_API_RATE) {
-            return Err(ClerkApiError::Rejected(format!(
-                "the request rate must be at least {MIN_CLERK_API_RATE} per second"
-            )));
-        }
-        let base_url = Url::parse(&settings.base_url)
-            .ok()
-            .filter(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
-            .ok_or_else(|| {
-                ClerkApiError::Rejected("the base URL is not an http(s) URL".to_owned())
-            })?;
         let mut authorization =
             HeaderValue::from_str(&format!("Bearer {}", settings.secret_key.expose())).map_err(
                 |_| ClerkApiError::Rejected("the secret key is not a valid header value".into()),
@@ -160,8 +177,8 @@ impl ClerkApi {
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
-                base_url,
-                pacer: Pacer::new(Duration::from_secs_f64(1.0 / rate)),
+                base_url: settings.base_url.clone(),
+                pacer: Pacer::new(settings.rate.interval()),
                 requests: AtomicU64::new(0),
             }),
             timings: Timings::default(),
@@ -335,7 +352,7 @@ impl ClerkApi {
     fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
         let mut url = self.inner.base_url.clone();
         url.path_segments_mut()
-            .expect("an http(s) URL with a host has a path (checked in new)")
+            .expect("an http(s) URL with a host has a path (checked when the settings were read)")
             .pop_if_empty()
             .push("v1")
             .extend(segments);

@@ -7,18 +7,47 @@
 
 use std::fmt;
 use std::ops::AddAssign;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
-use crate::config::StoreSettings;
 use crate::document::{Document, State};
 use crate::item::{ItemId, Kind};
+use crate::secret::Secret;
 
 pub mod cosmos;
 pub mod local;
+
+/// Where items are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSettings {
+    Cosmos(CosmosSettings),
+    Local { path: PathBuf },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CosmosSettings {
+    pub auth: CosmosAuth,
+    pub database: String,
+    pub container: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CosmosAuth {
+    /// `COSMOS_ENDPOINT`: an Entra ID token, from the managed identity where App Service offers
+    /// one (`IDENTITY_ENDPOINT` set; user-assigned when `client_id` is set), else from developer
+    /// tools (`az` / `azd` login).
+    Identity {
+        endpoint: String,
+        client_id: Option<String>,
+        managed_identity: bool,
+    },
+    /// `COSMOS_CONNECTION_STRING`: an account key, for the emulator and development.
+    Key { endpoint: String, key: Secret },
+}
 
 /// An opaque version of a stored item; it changes on every write.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -27,9 +27,8 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use handler::config::{
-    CLERK_API_RATE, CLERK_API_URL, CLERK_SECRET_KEY, ClerkApiSettings, Env, Settings,
-};
+use handler::clerk::api::ClerkApiSettings;
+use handler::config::{CLERK_API_RATE, CLERK_API_URL, CLERK_SECRET_KEY, Env, Settings};
 use serde_json::{Value, json};
 
 /// The versions Clerk serves; anything else is refused, as Clerk does.

@@ -16,8 +16,9 @@ use azure_data_cosmos_driver::in_memory_emulator::{
     ConsistencyLevel, InMemoryEmulatorHttpClient, RequestObserver, VirtualAccountConfig,
     VirtualRegion,
 };
-use handler::config::{CosmosSettings, Env, Settings, StoreSettings};
+use handler::config::{Env, Settings};
 use handler::store::cosmos::CosmosStore;
+use handler::store::{CosmosSettings, StoreSettings};
 use serde_json::Value;
 
 /// The emulator answers for whatever host its regions name; nothing resolves it in DNS.

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use handler::config::{SessionKey, SessionSettings};
-use handler::session::{KEY_SET_MAX_AGE, Session, SessionError, SessionVerifier};
+use handler::session::{
+    KEY_SET_MAX_AGE, Session, SessionError, SessionKey, SessionSettings, SessionVerifier, pem_key,
+};
 use jsonwebtoken::Algorithm;
 use serde_json::json;
 
@@ -23,7 +24,9 @@ fn settings(key: SessionKey) -> SessionSettings {
 }
 
 fn pem_verifier(key: &TestKey) -> SessionVerifier {
-    SessionVerifier::new(&settings(SessionKey::Pem(key.public_pem().into())))
+    SessionVerifier::new(&settings(SessionKey::Pem(Arc::new(
+        pem_key(key.public_pem()).unwrap(),
+    ))))
 }
 
 fn jwks_verifier(double: &JwksDouble) -> SessionVerifier {
@@ -168,7 +171,9 @@ async fn iss_must_match_when_configured_and_is_ignored_otherwise() {
 
     let unchecked = SessionVerifier::new(&SessionSettings {
         issuer: None,
-        ..settings(SessionKey::Pem(key.public_pem().into()))
+        ..settings(SessionKey::Pem(Arc::new(
+            pem_key(key.public_pem()).unwrap(),
+        )))
     });
     verify(&unchecked, &foreign).await.unwrap();
     verify(&unchecked, &no_iss).await.unwrap();

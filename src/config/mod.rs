@@ -1,12 +1,20 @@
-//! Configuration: read once from the environment into typed settings, every problem reported as
-//! one line naming its variable. Secrets are never printed, not even by `Debug`.
+//! Configuration: reads the environment once into the settings each module defines (the store's,
+//! the Clerk client's, the session verifier's...), parsing every value into the type its user
+//! needs and reporting every problem at once, one line naming its variable. Only `main` and
+//! `startup` use it; nothing it reads into imports it back. Secrets are never printed, not even
+//! by `Debug`.
+
+mod variables;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
 
-use crate::session;
+use self::variables::*;
+use crate::clerk::api::ClerkApiSettings;
+use crate::session::SessionSettings;
+use crate::store::StoreSettings;
+use crate::telemetry::LogFormat;
 use crate::verify::Verifier;
 
 pub const SIGNING_SECRET: &str = "CLERK_WEBHOOK_SIGNING_SECRET";
@@ -44,9 +52,6 @@ const DEFAULT_CLERK_API_URL: &str = "https://api.clerk.com";
 /// Requests per second; Clerk allows 10/s on a development instance and 100/s in production,
 /// shared with the live app.
 const DEFAULT_CLERK_API_RATE: f64 = 10.0;
-/// One request every 100 s: slower would make a sweep pointless, and a pause between requests
-/// must stay a representable `Duration`.
-pub const MIN_CLERK_API_RATE: f64 = 0.01;
 
 /// One configuration problem, printed as one line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,68 +74,6 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// A value that must never reach a log or a `Debug` print.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Json,
-    Text,
-}
-
-/// Where users are kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreSettings {
-    Cosmos(CosmosSettings),
-    Local { path: PathBuf },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CosmosSettings {
-    pub auth: CosmosAuth,
-    pub database: String,
-    pub container: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CosmosAuth {
-    /// `COSMOS_ENDPOINT`: an Entra ID token, from the managed identity where App Service offers
-    /// one (`IDENTITY_ENDPOINT` set; user-assigned when `client_id` is set), else from developer
-    /// tools (`az` / `azd` login).
-    Identity {
-        endpoint: String,
-        client_id: Option<String>,
-        managed_identity: bool,
-    },
-    /// `COSMOS_CONNECTION_STRING`: an account key, for the emulator and development.
-    Key { endpoint: String, key: Secret },
-}
-
-/// The Clerk Backend API, for reconcile and `SyncMe`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClerkApiSettings {
-    pub secret_key: Secret,
-    /// Without a trailing slash.
-    pub base_url: String,
-    pub rate_per_second: f64,
-}
-
-// `rate_per_second` is never NaN (refused when loaded), so equality is an equivalence.
-impl Eq for ClerkApiSettings {}
-
 /// What every command needs: the store and how to log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -149,26 +92,6 @@ pub struct ServeSettings {
     pub bind: IpAddr,
     /// How `SyncMe` checks Clerk session tokens; `None` leaves the endpoint unconfigured.
     pub session: Option<SessionSettings>,
-}
-
-/// Clerk session-token verification, for `SyncMe`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionSettings {
-    pub key: SessionKey,
-    /// Origins allowed in `azp`, without trailing slashes.
-    pub authorized_parties: Vec<String>,
-    /// What `iss` must equal, when set.
-    pub issuer: Option<String>,
-}
-
-/// Where the key that signs session tokens comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SessionKey {
-    /// `CLERK_JWT_KEY`: the PEM public key from the Clerk dashboard, as configured (possibly
-    /// with literal `\n`s); no network needed.
-    Pem(String),
-    /// `CLERK_JWKS_URL`: the instance's JWK set, fetched when first needed.
-    Jwks(String),
 }
 
 /// The process environment, where an empty value counts as unset.
@@ -263,298 +186,15 @@ impl ServeSettings {
     }
 }
 
-/// `None` when `SyncMe` is not configured: no key source or no authorized parties. Every variable
-/// is checked even then, so that a broken value is reported rather than silently unused.
-fn session_settings(env: &Env, problems: &mut Problems) -> Option<SessionSettings> {
-    let pem = problems.take(session_pem(env)).flatten();
-    let jwks = problems.take(jwks_url(env)).flatten();
-    let authorized_parties = problems.take(authorized_parties(env)).flatten();
-    let issuer = problems.take(issuer(env)).flatten();
-    Some(SessionSettings {
-        // The PEM wins: with it no token waits on a network call.
-        key: pem.map(SessionKey::Pem).or(jwks.map(SessionKey::Jwks))?,
-        authorized_parties: authorized_parties?,
-        issuer,
-    })
-}
-
-fn session_pem(env: &Env) -> Result<Option<String>, ConfigError> {
-    let Some(pem) = env.get(CLERK_JWT_KEY)? else {
-        return Ok(None);
-    };
-    session::pem_key(pem).map_err(|problem| ConfigError {
-        variable: CLERK_JWT_KEY,
-        problem,
-    })?;
-    Ok(Some(pem.to_owned()))
-}
-
-fn jwks_url(env: &Env) -> Result<Option<String>, ConfigError> {
-    env.get(CLERK_JWKS_URL)?
-        .map(|url| {
-            http_url(url).ok_or_else(|| ConfigError {
-                variable: CLERK_JWKS_URL,
-                problem: format!(
-                    "is not an http(s) URL such as https://<frontend-api>/.well-known/jwks.json: \
-                     {url:?}"
-                ),
-            })
-        })
-        .transpose()
-}
-
-/// Comma-separated origins such as `https://app.example.com, http://localhost:3000`.
-fn authorized_parties(env: &Env) -> Result<Option<Vec<String>>, ConfigError> {
-    let Some(parties) = env.get(CLERK_AUTHORIZED_PARTIES)? else {
-        return Ok(None);
-    };
-    // `azp` is an origin, which never ends in a slash; a pasted URL often does.
-    let parties: Vec<String> = parties
-        .split(',')
-        .map(|party| party.trim().trim_end_matches('/').to_owned())
-        .filter(|party| !party.is_empty())
-        .collect();
-    if parties.is_empty() {
-        return Err(ConfigError {
-            variable: CLERK_AUTHORIZED_PARTIES,
-            problem: "lists no origin; expected e.g. https://app.example.com,http://localhost:3000"
-                .into(),
-        });
-    }
-    Ok(Some(parties))
-}
-
-fn issuer(env: &Env) -> Result<Option<String>, ConfigError> {
-    env.get(CLERK_ISSUER)?
-        .map(|issuer| {
-            // Clerk's `iss` is the Frontend API URL, without a trailing slash.
-            http_url(issuer.trim_end_matches('/')).ok_or_else(|| ConfigError {
-                variable: CLERK_ISSUER,
-                problem: format!(
-                    "is not the Frontend API URL such as https://clerk.example.com: {issuer:?}"
-                ),
-            })
-        })
-        .transpose()
-}
-
-/// `value` when it is an absolute http or https URL with a host.
-fn http_url(value: &str) -> Option<String> {
-    let url = reqwest::Url::parse(value).ok()?;
-    let http = matches!(url.scheme(), "http" | "https");
-    (http && url.has_host()).then(|| value.to_owned())
-}
-
-fn verifier(env: &Env) -> Result<Verifier, ConfigError> {
-    let secrets = env.get(SIGNING_SECRET)?.ok_or_else(|| ConfigError {
-        variable: SIGNING_SECRET,
-        problem: "is not set; copy the signing secret (whsec_...) from the Clerk dashboard's \
-                  webhook endpoint"
-            .into(),
-    })?;
-    Verifier::from_secrets(secrets).map_err(|problem| ConfigError {
-        variable: SIGNING_SECRET,
-        problem,
-    })
-}
-
-fn host_port(env: &Env) -> Result<Option<u16>, ConfigError> {
-    env.get(CUSTOM_HANDLER_PORT)?
-        .map(|port| {
-            port.parse::<u16>().map_err(|_| ConfigError {
-                variable: CUSTOM_HANDLER_PORT,
-                problem: format!("is not a port number: {port:?}"),
-            })
-        })
-        .transpose()
-}
-
-fn store_settings(env: &Env) -> Result<StoreSettings, ConfigError> {
-    let endpoint = env.get(COSMOS_ENDPOINT)?;
-    let connection_string = env.get(COSMOS_CONNECTION_STRING)?;
-    let auth = match (endpoint, connection_string) {
-        (Some(_), Some(_)) => {
-            return Err(ConfigError {
-                variable: COSMOS_CONNECTION_STRING,
-                problem: format!(
-                    "is set together with {COSMOS_ENDPOINT}; set only one (the endpoint for \
-                     Entra ID, the connection string for key auth)"
-                ),
-            });
-        }
-        (Some(endpoint), None) => CosmosAuth::Identity {
-            endpoint: cosmos_endpoint(COSMOS_ENDPOINT, endpoint)?,
-            client_id: env.get(AZURE_CLIENT_ID)?.map(str::to_owned),
-            managed_identity: env.get(IDENTITY_ENDPOINT)?.is_some(),
-        },
-        (None, Some(connection_string)) => parse_connection_string(connection_string)?,
-        (None, None) => {
-            if env.is_azure() {
-                return Err(ConfigError {
-                    variable: COSMOS_ENDPOINT,
-                    problem: format!(
-                        "is not set, and {WEBSITE_INSTANCE_ID} says this runs in Azure, where a \
-                         local store on the instance's disk would silently lose users"
-                    ),
-                });
-            }
-            let path = env
-                .get(LOCAL_STORE_PATH)?
-                .unwrap_or(DEFAULT_LOCAL_STORE_PATH);
-            return Ok(StoreSettings::Local { path: path.into() });
-        }
-    };
-    Ok(StoreSettings::Cosmos(CosmosSettings {
-        auth,
-        database: env
-            .get(COSMOS_DATABASE_NAME)?
-            .unwrap_or(DEFAULT_DATABASE)
-            .to_owned(),
-        container: env
-            .get(COSMOS_CONTAINER_NAME)?
-            .unwrap_or(DEFAULT_CONTAINER)
-            .to_owned(),
-    }))
-}
-
-fn cosmos_endpoint(variable: &'static str, endpoint: &str) -> Result<String, ConfigError> {
-    let scheme_ok = endpoint.starts_with("https://") || endpoint.starts_with("http://");
-    if !scheme_ok || endpoint.len() <= "https://".len() {
-        return Err(ConfigError {
-            variable,
-            problem: format!(
-                "is not an account endpoint such as https://<account>.documents.azure.com:443/: \
-                 {endpoint:?}"
-            ),
-        });
-    }
-    Ok(endpoint.to_owned())
-}
-
-/// `AccountEndpoint=...;AccountKey=...;` as the portal and the emulator print it.
-fn parse_connection_string(value: &str) -> Result<CosmosAuth, ConfigError> {
-    let mut endpoint = None;
-    let mut key = None;
-    for part in value.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-        match part.split_once('=') {
-            Some((name, v)) if name.eq_ignore_ascii_case("AccountEndpoint") => endpoint = Some(v),
-            Some((name, v)) if name.eq_ignore_ascii_case("AccountKey") => key = Some(v),
-            _ => {}
-        }
-    }
-    let missing = |what: &str| ConfigError {
-        variable: COSMOS_CONNECTION_STRING,
-        problem: format!("has no {what}; expected AccountEndpoint=...;AccountKey=...;"),
-    };
-    let endpoint = endpoint.ok_or_else(|| missing("AccountEndpoint"))?;
-    let key = key
-        .filter(|k| !k.is_empty())
-        .ok_or_else(|| missing("AccountKey"))?;
-    Ok(CosmosAuth::Key {
-        endpoint: cosmos_endpoint(COSMOS_CONNECTION_STRING, endpoint)?,
-        key: Secret(key.to_owned()),
-    })
-}
-
-/// URL and rate are checked even without a key, so a typo shows before the key is added.
-fn clerk_api_settings(env: &Env, problems: &mut Problems) -> Option<Option<ClerkApiSettings>> {
-    let key = problems.take(clerk_secret_key(env));
-    let base_url = problems.take(clerk_api_url(env));
-    let rate = problems.take(clerk_api_rate(env));
-    let settings = match key? {
-        None => None,
-        Some(secret_key) => Some(ClerkApiSettings {
-            secret_key,
-            base_url: base_url?,
-            rate_per_second: rate?,
-        }),
-    };
-    Some(settings)
-}
-
-fn clerk_secret_key(env: &Env) -> Result<Option<Secret>, ConfigError> {
-    match env.get(CLERK_SECRET_KEY)? {
-        None => Ok(None),
-        Some(key) if key.starts_with("sk_") => Ok(Some(Secret(key.to_owned()))),
-        // Never echoed: a mistyped secret is still mostly a secret.
-        Some(_) => Err(ConfigError {
-            variable: CLERK_SECRET_KEY,
-            problem: "is not a Clerk secret key (sk_live_... or sk_test_...); copy it from the \
-                      Clerk dashboard's API keys page"
-                .into(),
-        }),
-    }
-}
-
-fn clerk_api_url(env: &Env) -> Result<String, ConfigError> {
-    let Some(url) = env.get(CLERK_API_URL)? else {
-        return Ok(DEFAULT_CLERK_API_URL.to_owned());
-    };
-    // Paths are appended as `/v1/...`: a trailing slash would double, a query would be lost.
-    let trimmed = url.trim_end_matches('/');
-    match reqwest::Url::parse(trimmed) {
-        Ok(parsed)
-            if matches!(parsed.scheme(), "http" | "https")
-                && parsed.has_host()
-                && parsed.query().is_none()
-                && parsed.fragment().is_none() =>
-        {
-            Ok(trimmed.to_owned())
-        }
-        _ => Err(ConfigError {
-            variable: CLERK_API_URL,
-            problem: format!("is not an http(s) URL such as {DEFAULT_CLERK_API_URL}: {url:?}"),
-        }),
-    }
-}
-
-fn clerk_api_rate(env: &Env) -> Result<f64, ConfigError> {
-    let Some(rate) = env.get(CLERK_API_RATE)? else {
-        return Ok(DEFAULT_CLERK_API_RATE);
-    };
-    match rate.parse::<f64>() {
-        Ok(value) if value.is_finite() && value >= MIN_CLERK_API_RATE => Ok(value),
-        _ => Err(ConfigError {
-            variable: CLERK_API_RATE,
-            problem: format!(
-                "must be a number of requests per second, at least {MIN_CLERK_API_RATE}, \
-                 not {rate:?}"
-            ),
-        }),
-    }
-}
-
-fn tombstone_ttl_days(env: &Env) -> Result<u32, ConfigError> {
-    let Some(days) = env.get(TOMBSTONE_TTL_DAYS)? else {
-        return Ok(DEFAULT_TOMBSTONE_TTL_DAYS);
-    };
-    match days.parse::<u32>() {
-        Ok(days) if (1..=MAX_TOMBSTONE_TTL_DAYS).contains(&days) => Ok(days),
-        _ => Err(ConfigError {
-            variable: TOMBSTONE_TTL_DAYS,
-            problem: format!(
-                "must be a whole number of days from 1 to {MAX_TOMBSTONE_TTL_DAYS}, not {days:?}"
-            ),
-        }),
-    }
-}
-
-fn log_format(env: &Env) -> Result<LogFormat, ConfigError> {
-    match env.get(LOG_FORMAT)? {
-        None if env.is_azure() => Ok(LogFormat::Json),
-        None => Ok(LogFormat::Text),
-        Some(f) if f.eq_ignore_ascii_case("json") => Ok(LogFormat::Json),
-        Some(f) if f.eq_ignore_ascii_case("text") => Ok(LogFormat::Text),
-        Some(other) => Err(ConfigError {
-            variable: LOG_FORMAT,
-            problem: format!("must be json or text, not {other:?}"),
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use reqwest::Url;
+
     use super::*;
+    use crate::clerk::api::RequestRate;
+    use crate::secret::Secret;
+    use crate::session::SessionKey;
+    use crate::store::{CosmosAuth, CosmosSettings};
 
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -698,22 +338,32 @@ mod tests {
         ServeSettings::load(&env(&pairs), None, None)
     }
 
+    /// What `SessionSettings` holds, comparable: the key source (`pem` or the JWKS URL), the
+    /// authorized parties and the issuer.
+    fn described(
+        session: Option<SessionSettings>,
+    ) -> Option<(String, Vec<String>, Option<String>)> {
+        session.map(|session| {
+            let key = match session.key {
+                SessionKey::Pem(_) => "pem".to_owned(),
+                SessionKey::Jwks(url) => url,
+            };
+            (key, session.authorized_parties, session.issuer)
+        })
+    }
+
     #[test]
     fn session_tokens_need_a_key_source_and_authorized_parties() {
         let pem = crate::session::tests::test_key().public_pem.as_str();
         let parties = (CLERK_AUTHORIZED_PARTIES, "https://app.example.com");
-        assert_eq!(serve(&[]).unwrap().session, None);
-        assert_eq!(serve(&[(CLERK_JWT_KEY, pem)]).unwrap().session, None);
-        assert_eq!(serve(&[parties]).unwrap().session, None);
+        assert!(serve(&[]).unwrap().session.is_none());
+        assert!(serve(&[(CLERK_JWT_KEY, pem)]).unwrap().session.is_none());
+        assert!(serve(&[parties]).unwrap().session.is_none());
 
         let jwks = "https://clerk.example.com/.well-known/jwks.json";
         assert_eq!(
-            serve(&[(CLERK_JWKS_URL, jwks), parties]).unwrap().session,
-            Some(SessionSettings {
-                key: SessionKey::Jwks(jwks.into()),
-                authorized_parties: vec!["https://app.example.com".into()],
-                issuer: None,
-            })
+            described(serve(&[(CLERK_JWKS_URL, jwks), parties]).unwrap().session),
+            Some((jwks.into(), vec!["https://app.example.com".into()], None))
         );
         // App settings carry the PEM on one line with literal \n; pasted URLs end in slashes.
         let one_line = pem.trim().replace('\n', "\\n");
@@ -728,15 +378,15 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            settings.session,
-            Some(SessionSettings {
-                key: SessionKey::Pem(one_line),
-                authorized_parties: vec![
+            described(settings.session),
+            Some((
+                "pem".into(),
+                vec![
                     "https://app.example.com".into(),
                     "http://localhost:3000".into()
                 ],
-                issuer: Some("https://clerk.example.com".into()),
-            })
+                Some("https://clerk.example.com".into()),
+            ))
         );
     }
 
@@ -773,9 +423,9 @@ mod tests {
         assert_eq!(
             settings.clerk_api,
             Some(ClerkApiSettings {
-                secret_key: Secret(key.into()),
-                base_url: DEFAULT_CLERK_API_URL.into(),
-                rate_per_second: DEFAULT_CLERK_API_RATE,
+                secret_key: Secret::new(key),
+                base_url: Url::parse(DEFAULT_CLERK_API_URL).unwrap(),
+                rate: RequestRate::per_second(DEFAULT_CLERK_API_RATE).unwrap(),
             })
         );
         assert!(
@@ -790,11 +440,8 @@ mod tests {
         .unwrap()
         .clerk_api
         .unwrap();
-        assert_eq!(
-            custom.base_url, "http://127.0.0.1:8080",
-            "trailing slash dropped"
-        );
-        assert_eq!(custom.rate_per_second, 2.5);
+        assert_eq!(custom.base_url.as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(custom.rate, RequestRate::per_second(2.5).unwrap());
     }
 
     #[test]
