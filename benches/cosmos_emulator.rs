@@ -27,11 +27,12 @@ use axum::http::{Request, StatusCode};
 use fixtures::{
     SECRET, clerk_event, clerk_membership, clerk_organization, user_changed, user_deleted,
 };
-use handler::apply::{self, Options};
 use handler::clerk::ClerkEvent;
 use handler::http::{AppState, WEBHOOK_PATH, router};
 use handler::store::Store;
-use handler::sync::Change;
+use handler::sync::apply::{self, Options};
+use handler::sync::decide::Change;
+use handler::sync::document::Source;
 use handler::verify::Verifier;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -110,7 +111,7 @@ async fn charges_per_event_type() {
         let (_, parsed) = ClerkEvent::parse(event.to_string().as_bytes()).expect("an event");
         let change = Change::from_event(&parsed).expect("a handled event");
         let options = Options {
-            event_id: &format!("msg_ru{n}"),
+            source: Source::Webhook(&format!("msg_ru{n}")),
             tombstone_ttl_seconds: TTL_SECONDS,
             guard: None,
         };

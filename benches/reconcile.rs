@@ -52,8 +52,8 @@ use clerk_api_double::ClerkApiDouble;
 use cosmos_emulator::Emulator;
 use fixtures::clerk_user;
 use handler::clerk::api::ClerkApi;
-use handler::item::Kind;
 use handler::reconcile::{self, Counts, Phase, Progress, Report, Settings, plural};
+use handler::sync::item::Kind;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 

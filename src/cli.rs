@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::item::{ItemId, Kind};
+use crate::sync::item::{ItemId, Kind};
 
 /// Mirrors Clerk users, organizations and memberships into Azure Cosmos DB from Svix-signed
 /// webhooks. Runs as the Azure Functions custom handler, or standalone. Configuration comes from

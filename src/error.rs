@@ -7,9 +7,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::apply::ApplyError;
 use crate::clerk::api::ClerkApiError;
 use crate::store::StoreError;
+use crate::sync::apply::ApplyError;
 
 /// How long Svix (or any caller) is asked to wait when the store gave no hint.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);

@@ -1,19 +1,17 @@
 //! clerk-cosmos: mirrors Clerk users, organizations and memberships into Azure Cosmos DB from
 //! Svix-signed webhooks.
 //!
-//! A delivery flows `http` -> `verify` -> `clerk` -> `apply` (which asks `sync` what to write)
-//! -> `store`. `config`, `startup`, `cli` and `telemetry` set the binary up; `commands` answer the
-//! command line; `reconcile` sweeps Clerk's Backend API (`clerk::api`) through the same `apply`.
+//! A delivery flows `http` -> `verify` -> `clerk` -> `sync` (`apply`, which asks `decide` what to
+//! write) -> `store`. `config`, `startup`, `cli` and `telemetry` set the binary up; `commands`
+//! answer the command line; `reconcile` sweeps Clerk's Backend API (`clerk::api`) through the same
+//! `sync::apply`, and `session` checks the tokens `SyncMe` is called with.
 
-pub mod apply;
 pub mod clerk;
 pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod document;
 pub mod error;
 pub mod http;
-pub mod item;
 pub mod reconcile;
 pub mod secret;
 pub mod session;

@@ -9,9 +9,9 @@ use handler::cli::{Cli, Command, ItemsCommand, MembershipsCommand, ReconcileArgs
 use handler::commands::items::{self, ItemsError};
 use handler::commands::reconcile::{self, Finished};
 use handler::config::{self, ConfigError, ConfigErrors, Env, ServeSettings, Settings};
-use handler::item::Kind;
 use handler::startup;
 use handler::store::{ListFilter, StoreSettings};
+use handler::sync::item::Kind;
 use handler::telemetry::{self, Target};
 
 // Exit statuses beside 0 and 1 (`ExitCode::FAILURE`: serving failed, or `get` found nothing).

@@ -19,9 +19,8 @@ use reqwest::{StatusCode, Url};
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
-use crate::apply::{Guard, GuardError};
-use crate::clerk::Snapshot;
 use crate::secret::Secret;
+use crate::sync::item::ItemId;
 
 /// The API version every request pins (`Clerk-API-Version`), the one `@clerk/backend` pins too:
 /// the shapes parsed here are this version's.
@@ -192,23 +191,23 @@ impl ClerkApi {
     }
 
     /// GET /v1/users/{id}: the user JSON object, None on Clerk's 404 (and, without asking, for an
-    /// id no Clerk item can have; see `plausible_id`).
+    /// id no Clerk item can have; see `ItemId::is_clerk_shaped`).
     pub async fn get_user(
         &self,
-        id: &str,
+        id: &ItemId,
         patience: Patience,
     ) -> Result<Option<Object>, ClerkApiError> {
-        self.get_object(&["users", id], patience).await
+        self.get_object("users", id, patience).await
     }
 
     /// GET /v1/organizations/{id}: None on 404. By id only (Clerk would also take a slug, whose
     /// answer carries another `id`, refused as the wrong object).
     pub async fn get_organization(
         &self,
-        id: &str,
+        id: &ItemId,
         patience: Patience,
     ) -> Result<Option<Object>, ClerkApiError> {
-        self.get_object(&["organizations", id], patience).await
+        self.get_object("organizations", id, patience).await
     }
 
     /// The membership `membership_id` of `user_id` in `organization_id`, looked up with
@@ -216,20 +215,23 @@ impl ClerkApi {
     /// when the org is 404 or the id is not in the answer.
     pub async fn get_membership(
         &self,
-        organization_id: &str,
-        user_id: &str,
-        membership_id: &str,
+        organization_id: &ItemId,
+        user_id: &ItemId,
+        membership_id: &ItemId,
         patience: Patience,
     ) -> Result<Option<Object>, ClerkApiError> {
         if ![organization_id, user_id, membership_id]
             .iter()
-            .all(|id| plausible_id(id))
+            .all(|id| id.is_clerk_shaped())
         {
             return Ok(None);
         }
         let url = self.url(
-            &["organizations", organization_id, "memberships"],
-            &[("user_id", user_id), ("limit", &PAGE_LIMIT.to_string())],
+            &["organizations", organization_id.as_str(), "memberships"],
+            &[
+                ("user_id", user_id.as_str()),
+                ("limit", &PAGE_LIMIT.to_string()),
+            ],
         );
         let Some(body) = self.get_json(url, patience).await? else {
             return Ok(None);
@@ -237,12 +239,12 @@ impl ClerkApi {
         let items = list_data(body, "organization memberships")?;
         Ok(items
             .into_iter()
-            .find(|item| item_id(item) == Some(membership_id)))
+            .find(|item| item_id(item) == Some(membership_id.as_str())))
     }
 
     /// Which of `ids` Clerk still has: GET /v1/users?user_id=a&user_id=b... in batches of at
     /// most 100 (absent ids are simply not returned). Batch patience.
-    pub async fn existing_users(&self, ids: &[String]) -> Result<HashSet<String>, ClerkApiError> {
+    pub async fn existing_users(&self, ids: &[ItemId]) -> Result<HashSet<ItemId>, ClerkApiError> {
         self.existing(ids, "users", "user_id", |body| {
             array_of_objects(body, "users")
         })
@@ -253,8 +255,8 @@ impl ClerkApi {
     /// at most 100. Batch patience.
     pub async fn existing_organizations(
         &self,
-        ids: &[String],
-    ) -> Result<HashSet<String>, ClerkApiError> {
+        ids: &[ItemId],
+    ) -> Result<HashSet<ItemId>, ClerkApiError> {
         self.existing(ids, "organizations", "organization_id", |body| {
             list_data(body, "organizations")
         })
@@ -290,21 +292,20 @@ impl ClerkApi {
 
     async fn get_object(
         &self,
-        segments: &[&str],
+        kind: &str,
+        id: &ItemId,
         patience: Patience,
     ) -> Result<Option<Object>, ClerkApiError> {
-        let (kind, id) = (segments[0], segments[1]);
-        if !plausible_id(id) {
+        if !id.is_clerk_shaped() {
             return Ok(None);
         }
-        let Some(body) = self.get_json(self.url(segments, &[]), patience).await? else {
+        let url = self.url(&[kind, id.as_str()], &[]);
+        let Some(body) = self.get_json(url, patience).await? else {
             return Ok(None);
         };
         match body {
             // An answer about another id means a proxy or a wrong URL, not the item.
-            Value::Object(object) if object.get("id").and_then(Value::as_str) == Some(id) => {
-                Ok(Some(object))
-            }
+            Value::Object(object) if item_id(&object) == Some(id.as_str()) => Ok(Some(object)),
             _ => Err(ClerkApiError::Rejected(format!(
                 "/v1/{kind}/{{id}} did not answer with the object of that id"
             ))),
@@ -313,17 +314,17 @@ impl ClerkApi {
 
     async fn existing(
         &self,
-        ids: &[String],
+        ids: &[ItemId],
         path: &str,
         filter: &str,
         items: impl Fn(Value) -> Result<Vec<Object>, ClerkApiError>,
-    ) -> Result<HashSet<String>, ClerkApiError> {
+    ) -> Result<HashSet<ItemId>, ClerkApiError> {
         // A `+`/`-` prefix would turn the filter into include/exclude: such an id, or any that
         // Clerk cannot have, is absent without asking.
         let asked: Vec<&str> = ids
             .iter()
-            .map(String::as_str)
-            .filter(|id| plausible_id(id))
+            .filter(|id| id.is_clerk_shaped())
+            .map(ItemId::as_str)
             .collect();
         let mut present = HashSet::new();
         for batch in asked.chunks(ID_BATCH) {
@@ -342,7 +343,7 @@ impl ClerkApi {
                         "/v1/{path} answered with an id it was not asked for: {filter} ignored"
                     )));
                 }
-                present.insert(id.to_owned());
+                present.insert(ItemId::parse(id).expect("one of the ids asked for"));
             }
         }
         Ok(present)
@@ -787,18 +788,6 @@ fn item_id(item: &Object) -> Option<&str> {
     item.get("id").and_then(Value::as_str)
 }
 
-/// Clerk's ids (`user_...`, `org_...`, `orgmem_...`) are letters, digits and `_` (slugs add
-/// `-`). Anything else cannot be one, and must not reach a path (`..` would be dropped from it, turning a get into a
-/// list) or an id filter (a leading `-` excludes instead of including).
-fn plausible_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 255
-        && id.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
 /// Clerk's error body: `{"errors": [{"code": ..., "message": ...}]}`.
 fn is_clerk_error(body: &Value) -> bool {
     body.get("errors").is_some_and(Value::is_array)
@@ -860,64 +849,9 @@ fn jitter(full: Duration) -> Duration {
     full / 2 + full.mul_f64(fraction / 2.0)
 }
 
-/// The resurrection guard asks Clerk directly, with a caller waiting: an object Clerk answers
-/// 404 for is gone, and its old event must not recreate it.
-#[async_trait::async_trait]
-impl Guard for ClerkApi {
-    async fn still_exists(&self, snapshot: &Snapshot) -> Result<bool, GuardError> {
-        let patience = Patience::Interactive;
-        let found = match snapshot {
-            Snapshot::User(user) => self.get_user(user.id.as_str(), patience).await,
-            Snapshot::Organization(organization) => {
-                self.get_organization(organization.id.as_str(), patience)
-                    .await
-            }
-            Snapshot::Membership(membership) => {
-                self.get_membership(
-                    membership.organization_id.as_str(),
-                    membership.user_id.as_str(),
-                    membership.id.as_str(),
-                    patience,
-                )
-                .await
-            }
-        };
-        match found {
-            Ok(found) => Ok(found.is_some()),
-            Err(ClerkApiError::Unavailable {
-                reason,
-                retry_after,
-            }) => Err(GuardError {
-                reason,
-                retry_after,
-            }),
-            // A refused request (a bad key) never clears by waiting, but neither may the event
-            // be applied unchecked: the delivery is retried while the deployment is fixed.
-            Err(ClerkApiError::Rejected(reason) | ClerkApiError::Forbidden(reason)) => {
-                Err(GuardError {
-                    reason,
-                    retry_after: None,
-                })
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn plausible_ids_are_clerk_shaped() {
-        for id in ["user_2abcDEF123", "org_1", "orgmem_x", "my-org"] {
-            assert!(plausible_id(id), "{id}");
-        }
-        for id in [
-            "", ".", "..", "-user_1", "+user_1", "user/1", "user 1", "us?er",
-        ] {
-            assert!(!plausible_id(id), "{id}");
-        }
-    }
 
     #[test]
     fn jitter_stays_between_half_and_full() {

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::fields::{Timestamps, from_value, null_as_default};
-use crate::item::{ItemId, Kind};
+use crate::sync::item::{ItemId, Kind};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct MembershipSnapshot {

@@ -18,7 +18,7 @@ pub use self::fields::{Timestamps, rfc3339_from_millis};
 pub use self::membership::MembershipSnapshot;
 pub use self::organization::OrganizationSnapshot;
 pub use self::user::UserSnapshot;
-use crate::item::{ItemId, ItemIdError, ItemRef, Kind};
+use crate::sync::item::{ItemId, ItemIdError, ItemRef, Kind};
 
 /// What a verified delivery asks of the sync.
 #[derive(Debug, Clone, PartialEq)]

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::fields::{Timestamps, from_value, null_as_default};
-use crate::item::ItemId;
+use crate::sync::item::ItemId;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrganizationSnapshot {

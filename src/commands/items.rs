@@ -5,9 +5,9 @@ use std::io::Write;
 
 use futures::TryStreamExt;
 
-use crate::document;
-use crate::item::{ItemId, Kind};
 use crate::store::{ListFilter, Store, StoreError};
+use crate::sync::document;
+use crate::sync::item::{ItemId, Kind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ItemsError {

@@ -8,9 +8,9 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::clerk::api::ClerkApi;
-use crate::item::Kind;
 use crate::reconcile::{self, Counts, LogProgress, Phase, Progress, Run, Settings, plural};
 use crate::store::Store;
+use crate::sync::item::Kind;
 
 /// What a run found, as the exit status tells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,19 +13,18 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use tokio::time::{Instant, timeout_at};
 
 use super::AppState;
-use crate::apply::{self, Options, Outcome};
 use crate::clerk::Snapshot;
 use crate::clerk::api::{ClerkApi, Patience};
-use crate::document::{self, Document, State as ItemState};
 use crate::error::ApiError;
-use crate::item::{ItemId, Kind};
 use crate::session::{SessionError, SessionVerifier};
 use crate::store::Store;
-use crate::sync::{Change, SkipReason};
+use crate::sync::apply::{self, Options};
+use crate::sync::decide::{Change, Outcome, SkipReason};
+use crate::sync::document::{self, Document, Source, State as ItemState};
+use crate::sync::item::{ItemId, Kind};
 
 /// A caller (a browser, behind the app) waits on this: answer well within a gateway's patience.
 const DEADLINE: Duration = Duration::from_secs(9);
@@ -141,19 +140,13 @@ async fn ensure(
     }
     let data = sync_me
         .clerk
-        .get_user(id.as_str(), Patience::Interactive)
+        .get_user(&id, Patience::Interactive)
         .await?
         .ok_or_else(|| ApiError::Missing("no such user in Clerk".into()))?;
     let snapshot = Snapshot::parse(Kind::User, data)
         .map_err(|e| ApiError::Internal(format!("Clerk's user {id} cannot be read: {e}")))?;
-    let event_id = format!(
-        "sync-me:{}",
-        OffsetDateTime::now_utc()
-            .format(&Rfc3339)
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-    );
     let options = Options {
-        event_id: &event_id,
+        source: Source::SyncMe(OffsetDateTime::now_utc()),
         tombstone_ttl_seconds: state.tombstone_ttl_seconds,
         guard: None,
     };

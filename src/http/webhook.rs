@@ -14,11 +14,13 @@ use serde_json::json;
 use tokio::time::{Instant, timeout_at};
 
 use super::AppState;
-use crate::apply::{self, Guard, Options, Outcome, Tally};
 use crate::clerk::ClerkEvent;
 use crate::error::ApiError;
-use crate::item::{ItemRef, Kind};
-use crate::sync::Change;
+use crate::sync::apply::{self, Options, Tally};
+use crate::sync::decide::{Change, Outcome};
+use crate::sync::document::Source;
+use crate::sync::guard::Guard;
+use crate::sync::item::{ItemRef, Kind};
 
 /// Clerk's payloads are a few KiB; 1 MiB leaves room and bounds what a sender can make us
 /// buffer.
@@ -132,7 +134,7 @@ async fn deliver(
     });
 
     let options = Options {
-        event_id: &event_id,
+        source: Source::Webhook(&event_id),
         tombstone_ttl_seconds: state.tombstone_ttl_seconds,
         guard: state.clerk.as_deref().map(|clerk| clerk as &dyn Guard),
     };

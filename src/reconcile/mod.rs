@@ -14,16 +14,17 @@ use std::collections::{HashMap, HashSet};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use tokio::time::Instant;
 
-use crate::apply::{self, ApplyError, Options, Outcome};
 use crate::clerk::Snapshot;
 use crate::clerk::api::{ClerkApi, ClerkApiError, Patience, Sweep};
-use crate::document::State;
-use crate::item::{ItemId, ItemRef, Kind};
 use crate::store::{RequestCharge, Store};
-use crate::sync::{self, Change, Parents, SkipReason, Verdict};
+use crate::sync::apply::{self, ApplyError, Options};
+use crate::sync::decide::{
+    self, Change, Confirmation, Facts, Outcome, Parents, SkipReason, Verdict,
+};
+use crate::sync::document::{Source, State};
+use crate::sync::item::{ItemId, ItemRef, Kind};
 
 pub use self::progress::{LogProgress, Phase, Progress};
 pub use self::report::{Counts, Report, Run, Stopped, plural};
@@ -78,19 +79,13 @@ async fn next_page(
 const ORDER: [Kind; 3] = [Kind::User, Kind::Organization, Kind::Membership];
 
 pub async fn reconcile(store: &dyn Store, clerk: &ClerkApi, settings: Settings<'_>) -> Run {
-    let started = OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .unwrap_or_else(|_| OffsetDateTime::now_utc());
-    let id = format!(
-        "reconcile:{}",
-        started
-            .format(&Rfc3339)
-            .unwrap_or_else(|_| started.unix_timestamp().to_string())
-    );
+    let source = Source::Reconcile(OffsetDateTime::now_utc());
+    let id = source.last_event_id();
     let mut run = Reconcile {
         store,
         clerk,
         settings: &settings,
+        source,
         event_id: &id,
         report: Report {
             dry_run: settings.dry_run,
@@ -123,6 +118,8 @@ struct Reconcile<'a> {
     store: &'a dyn Store,
     clerk: &'a ClerkApi,
     settings: &'a Settings<'a>,
+    source: Source<'a>,
+    /// The run's id: its documents' `lastEventId`.
     event_id: &'a str,
     report: Report,
     stored: HashMap<String, Entry>,
@@ -146,7 +143,7 @@ impl Reconcile<'_> {
     /// itself is the source).
     fn apply_options(&self) -> Options<'_> {
         Options {
-            event_id: self.event_id,
+            source: self.source,
             tombstone_ttl_seconds: self.settings.tombstone_ttl_seconds,
             guard: None,
         }
@@ -225,29 +222,25 @@ impl Reconcile<'_> {
 
     /// What the decision says about one Clerk item against the store as loaded, marking it seen.
     fn classify(&mut self, snapshot: &Snapshot) -> Verdict {
-        let parents = match snapshot {
-            Snapshot::Membership(membership) => {
-                let deleted = [&membership.organization_id, &membership.user_id]
-                    .iter()
-                    .any(|id| {
-                        self.stored
-                            .get(id.as_str())
-                            .is_some_and(|e| e.state.is_tombstone())
-                    });
-                if deleted {
-                    Parents::Deleted
-                } else {
-                    Parents::Live
-                }
-            }
-            _ => Parents::Live,
-        };
+        let change = Change::Upsert(snapshot);
+        let parents = Parents::of(
+            change
+                .parent_ids()
+                .into_iter()
+                .flatten()
+                .map(|id| self.stored.get(id.as_str()).map(|entry| entry.state)),
+        );
         let entry = self.stored.get_mut(snapshot.id().as_str());
         let state = entry.map(|entry| {
             entry.seen = true;
             entry.state
         });
-        sync::decide(state, Change::Upsert(snapshot), parents).unwrap_or_else(|conflict| {
+        let facts = Facts {
+            parents,
+            // The item comes from Clerk itself.
+            clerk: Confirmation::NotNeeded,
+        };
+        decide::decide(state, change, facts).unwrap_or_else(|conflict| {
             tracing::warn!(run_id = self.event_id, item_id = %snapshot.id(), %conflict, "reconcile: the id holds another kind of item; left as it is");
             Verdict::Skip(SkipReason::Unchanged)
         })
@@ -299,9 +292,11 @@ impl Reconcile<'_> {
             match verdict {
                 Verdict::Create => counts.created += 1,
                 Verdict::Update => counts.updated += 1,
-                Verdict::Tombstone => counts.deleted += 1,
+                Verdict::Tombstone | Verdict::Gone => counts.deleted += 1,
                 Verdict::Skip(SkipReason::Older) => counts.newer_in_store += 1,
-                Verdict::Skip(_) => counts.unchanged += 1,
+                // A membership Clerk lists while the store holds its parent deleted is left to
+                // the parent's cascade, as one not stored is.
+                Verdict::Orphaned | Verdict::Skip(_) | Verdict::AskClerk => counts.unchanged += 1,
             }
         }
         match failure {
@@ -312,11 +307,11 @@ impl Reconcile<'_> {
 
     /// Tombstones the stored items of `kind` Clerk did not list, once Clerk confirms each is gone.
     async fn delete_gone(&mut self, kind: Kind) -> Result<(), Stopped> {
-        let candidates: Vec<String> = self
+        let candidates: Vec<ItemId> = self
             .stored
             .iter()
             .filter(|(_, entry)| !entry.seen && entry.state.is_live(kind))
-            .map(|(id, _)| id.clone())
+            .filter_map(|(id, _)| ItemId::parse(id).ok())
             .collect();
         for batch in candidates.chunks(CONFIRM_BATCH) {
             let gone = self.in_time(self.confirm_gone(kind, batch)).await?;
@@ -334,7 +329,7 @@ impl Reconcile<'_> {
 
     /// Which of `ids` Clerk no longer has: absent from a lookup by id (users, organizations), or
     /// not among its organization's memberships of that user (memberships).
-    async fn confirm_gone(&self, kind: Kind, ids: &[String]) -> Result<Vec<ItemId>, Stopped> {
+    async fn confirm_gone(&self, kind: Kind, ids: &[ItemId]) -> Result<Vec<ItemId>, Stopped> {
         let existing = match kind {
             Kind::User => self.clerk.existing_users(ids).await?,
             Kind::Organization => self.clerk.existing_organizations(ids).await?,
@@ -351,29 +346,31 @@ impl Reconcile<'_> {
         Ok(ids
             .iter()
             .filter(|id| !existing.contains(*id))
-            .filter_map(|id| ItemId::parse(id).ok())
+            .cloned()
             .collect())
     }
 
-    async fn membership_exists(&self, id: &str) -> Result<bool, Stopped> {
-        let Ok(item_id) = ItemId::parse(id) else {
-            return Ok(false);
-        };
-        let (stored, _) = self.store.read(&item_id).await?;
+    async fn membership_exists(&self, id: &ItemId) -> Result<bool, Stopped> {
+        let (stored, _) = self.store.read(id).await?;
         let Some(document) = stored.map(|s| s.document) else {
             // Removed since the run started: nothing left to delete.
             return Ok(true);
         };
-        let link = |field: &str| document.get(field).and_then(|v| v.as_str()).unwrap_or("");
-        let (organization, user) = (link("organizationId"), link("userId"));
-        if organization.is_empty() || user.is_empty() {
+        let link = |field: &str, kind: Kind| {
+            let raw = document.get(field).and_then(|v| v.as_str())?;
+            ItemId::parse_as(kind, raw).ok()
+        };
+        let (Some(organization), Some(user)) = (
+            link("organizationId", Kind::Organization),
+            link("userId", Kind::User),
+        ) else {
             // A tombstone by now (a deleted user or organization took it along), or a document
             // without its links: nothing to ask Clerk about, nothing to delete.
             return Ok(true);
-        }
+        };
         let found = self
             .clerk
-            .get_membership(organization, user, id, Patience::Batch)
+            .get_membership(&organization, &user, id, Patience::Batch)
             .await?;
         Ok(found.is_some())
     }

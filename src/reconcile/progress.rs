@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::report::{Counts, plural};
-use crate::item::Kind;
+use crate::sync::item::Kind;
 
 /// Told what a run has done so far, after every page and every deletion batch.
 pub trait Progress: Send + Sync {

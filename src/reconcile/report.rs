@@ -5,10 +5,10 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::apply::ApplyError;
 use crate::clerk::api::ClerkApiError;
-use crate::item::Kind;
 use crate::store::{RequestCharge, StoreError};
+use crate::sync::apply::ApplyError;
+use crate::sync::item::Kind;
 
 /// What one kind's sweep found and did (in a dry run, would do).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

@@ -23,12 +23,12 @@ use futures::{StreamExt, TryStreamExt};
 use serde_json::Value;
 
 use self::connection::{Connection, OPERATION_TIMEOUT, Target};
-use crate::document::{self, Document, State};
-use crate::item::ItemId;
 use crate::store::{
     Condition, CosmosAuth, CosmosSettings, ETag, Items, ListFilter, RequestCharge, Store,
     StoreError, Stored,
 };
+use crate::sync::document::{self, Document, State};
+use crate::sync::item::ItemId;
 
 /// How long a delivery waits for the client to finish connecting before it answers 503.
 const CONNECT_WAIT: Duration = Duration::from_secs(4);

@@ -14,8 +14,8 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row, params}
 use serde_json::Value;
 
 use super::{Condition, ETag, Items, ListFilter, RequestCharge, Store, StoreError, Stored};
-use crate::document::{self, Document, State};
-use crate::item::{ItemId, Kind};
+use crate::sync::document::{self, Document, State};
+use crate::sync::item::{ItemId, Kind};
 
 /// How long a write waits for another process holding the database lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

@@ -14,9 +14,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
-use crate::document::{Document, State};
-use crate::item::{ItemId, Kind};
 use crate::secret::Secret;
+use crate::sync::document::{Document, State};
+use crate::sync::item::{ItemId, Kind};
 
 pub mod cosmos;
 pub mod local;

@@ -8,10 +8,15 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 use handler::clerk::api::{CLERK_API_VERSION, ClerkApi, ClerkApiError, Patience, Sweep, Timings};
+use handler::sync::item::ItemId;
 use serde_json::{Value, json};
 
 use crate::clerk_api_double::{ClerkApiDouble, Failure, api_settings};
 use crate::fixtures::{clerk_membership, clerk_organization, clerk_user};
+
+fn id(raw: &str) -> ItemId {
+    ItemId::parse(raw).unwrap()
+}
 
 const KEY: &str = "sk_test_Y2xlcmsgYXBpIGRvdWJsZSBrZXk";
 const T0: i64 = 1_700_000_000_000;
@@ -215,7 +220,7 @@ async fn batch_waits_out_a_429() {
     let api = client(&double);
     let started = Instant::now();
     assert!(
-        api.get_user("user_1", Patience::Batch)
+        api.get_user(&id("user_1"), Patience::Batch)
             .await
             .unwrap()
             .is_some()
@@ -234,7 +239,7 @@ async fn interactive_reports_a_429_and_the_whole_client_backs_off() {
     let api = client(&double);
     let started = Instant::now();
     let error = api
-        .get_user("user_1", Patience::Interactive)
+        .get_user(&id("user_1"), Patience::Interactive)
         .await
         .unwrap_err();
     assert!(
@@ -243,7 +248,7 @@ async fn interactive_reports_a_429_and_the_whole_client_backs_off() {
     );
     // Clerk blocks the whole key: other interactive calls on the client do not even ask...
     let error = api
-        .get_user("user_1", Patience::Interactive)
+        .get_user(&id("user_1"), Patience::Interactive)
         .await
         .unwrap_err();
     assert!(
@@ -253,7 +258,7 @@ async fn interactive_reports_a_429_and_the_whole_client_backs_off() {
     assert_eq!(double.request_count(), 1);
     // ...and a batch call waits until the block is over.
     assert!(
-        api.get_user("user_1", Patience::Batch)
+        api.get_user(&id("user_1"), Patience::Batch)
             .await
             .unwrap()
             .is_some()
@@ -271,7 +276,7 @@ async fn server_errors_are_retried_then_reported_after_bounded_attempts() {
     double.fail_next(Failure::Status(500));
     double.fail_next(Failure::Status(503));
     assert!(
-        api.get_user("user_1", Patience::Batch)
+        api.get_user(&id("user_1"), Patience::Batch)
             .await
             .unwrap()
             .is_some()
@@ -281,14 +286,17 @@ async fn server_errors_are_retried_then_reported_after_bounded_attempts() {
     for _ in 0..10 {
         double.fail_next(Failure::Status(502));
     }
-    let error = api.get_user("user_1", Patience::Batch).await.unwrap_err();
+    let error = api
+        .get_user(&id("user_1"), Patience::Batch)
+        .await
+        .unwrap_err();
     assert!(
         matches!(error, ClerkApiError::Unavailable { .. }),
         "{error:?}"
     );
     assert_eq!(double.request_count(), 3 + 6, "six attempts in a batch");
     let error = api
-        .get_user("user_1", Patience::Interactive)
+        .get_user(&id("user_1"), Patience::Interactive)
         .await
         .unwrap_err();
     assert!(
@@ -311,7 +319,7 @@ async fn a_slow_answer_times_out_and_is_retried() {
     double.fail_next(Failure::Delay(Duration::from_secs(3)));
     let started = Instant::now();
     assert!(
-        api.get_user("user_1", Patience::Batch)
+        api.get_user(&id("user_1"), Patience::Batch)
             .await
             .unwrap()
             .is_some()
@@ -328,7 +336,10 @@ async fn a_wrong_key_is_rejected_at_once_and_never_shown() {
     let api = ClerkApi::new(&double.settings(wrong, RATE))
         .unwrap()
         .with_timings(FAST);
-    let error = api.get_user("user_1", Patience::Batch).await.unwrap_err();
+    let error = api
+        .get_user(&id("user_1"), Patience::Batch)
+        .await
+        .unwrap_err();
     assert!(matches!(error, ClerkApiError::Rejected(_)), "{error:?}");
     assert!(error.to_string().contains("401"), "{error}");
     assert_eq!(double.request_count(), 1, "no retry");
@@ -345,7 +356,8 @@ async fn never_faster_than_the_rate_across_concurrent_calls() {
         .unwrap()
         .with_timings(FAST);
     let started = Instant::now();
-    let calls = (0..30).map(|_| api.get_user("user_1", Patience::Batch));
+    let user_1 = id("user_1");
+    let calls = (0..30).map(|_| api.get_user(&user_1, Patience::Batch));
     for found in futures::future::join_all(calls).await {
         assert!(found.unwrap().is_some());
     }
@@ -361,13 +373,13 @@ async fn never_faster_than_the_rate_across_concurrent_calls() {
 #[tokio::test]
 async fn existing_users_asks_by_hundreds_and_returns_exactly_the_present() {
     let double = ClerkApiDouble::start(KEY).await;
-    let asked: Vec<String> = (0..250).map(|i| format!("user_{i:03}")).collect();
-    let present: HashSet<String> = asked
+    let asked: Vec<ItemId> = (0..250).map(|i| id(&format!("user_{i:03}"))).collect();
+    let present: HashSet<ItemId> = asked
         .iter()
-        .filter(|id| !id.ends_with('7'))
+        .filter(|id| !id.as_str().ends_with('7'))
         .cloned()
         .collect();
-    double.put_all(present.iter().map(|id| user(id, T0)));
+    double.put_all(present.iter().map(|id| user(id.as_str(), T0)));
     double.put(user("user_not_asked", T0));
     let api = client(&double);
 
@@ -384,7 +396,7 @@ async fn existing_users_asks_by_hundreds_and_returns_exactly_the_present() {
         assert!(limit >= request.query_values("user_id").len());
     }
     // An id no Clerk user can have is absent without a request.
-    let odd = vec!["-user_000".to_owned(), String::new()];
+    let odd = vec![id("-user_000"), id("..")];
     assert!(api.existing_users(&odd).await.unwrap().is_empty());
     assert_eq!(double.request_count(), 3);
 }
@@ -394,10 +406,10 @@ async fn existing_organizations_returns_exactly_the_present() {
     let double = ClerkApiDouble::start(KEY).await;
     double.put_all([organization("org_a", T0), organization("org_b", T0)]);
     let api = client(&double);
-    let asked = ["org_a", "org_gone", "org_b"].map(str::to_owned);
+    let asked = ["org_a", "org_gone", "org_b"].map(id);
     assert_eq!(
         api.existing_organizations(&asked).await.unwrap(),
-        HashSet::from(["org_a".to_owned(), "org_b".to_owned()])
+        HashSet::from([id("org_a"), id("org_b")])
     );
     let request = &double.requests()[0];
     assert_eq!(request.path, "/v1/organizations");
@@ -419,26 +431,40 @@ async fn gets_answer_none_for_what_clerk_does_not_have() {
     let api = client(&double);
     let interactive = Patience::Interactive;
 
-    let found = api.get_user("user_1", interactive).await.unwrap().unwrap();
+    let found = api
+        .get_user(&id("user_1"), interactive)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(found["object"], "user");
     assert!(double.remove("user_1"));
-    assert!(api.get_user("user_1", interactive).await.unwrap().is_none());
-    assert!(api.get_user("..", interactive).await.unwrap().is_none());
+    assert!(
+        api.get_user(&id("user_1"), interactive)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        api.get_user(&id(".."), interactive)
+            .await
+            .unwrap()
+            .is_none()
+    );
     let org = api
-        .get_organization("org_1", interactive)
+        .get_organization(&id("org_1"), interactive)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(org["slug"], "engines-org_1");
     assert!(
-        api.get_organization("org_gone", interactive)
+        api.get_organization(&id("org_gone"), interactive)
             .await
             .unwrap()
             .is_none()
     );
 
     let found = api
-        .get_membership("org_1", "user_1", "1", interactive)
+        .get_membership(&id("org_1"), &id("user_1"), &id("1"), interactive)
         .await
         .unwrap()
         .unwrap();
@@ -447,14 +473,19 @@ async fn gets_answer_none_for_what_clerk_does_not_have() {
     assert_eq!(request.path, "/v1/organizations/org_1/memberships");
     assert_eq!(request.query_values("user_id"), ["user_1"]);
     assert!(
-        api.get_membership("org_1", "user_1", "orgmem_other", interactive)
-            .await
-            .unwrap()
-            .is_none(),
+        api.get_membership(
+            &id("org_1"),
+            &id("user_1"),
+            &id("orgmem_other"),
+            interactive
+        )
+        .await
+        .unwrap()
+        .is_none(),
         "another user's membership"
     );
     assert!(
-        api.get_membership("org_gone", "user_1", "1", interactive)
+        api.get_membership(&id("org_gone"), &id("user_1"), &id("1"), interactive)
             .await
             .unwrap()
             .is_none()
@@ -467,11 +498,11 @@ async fn every_request_carries_the_key_and_the_pinned_version() {
     double.put(user("user_1", T0));
     double.put(organization("org_1", T0));
     let api = client(&double);
-    api.get_user("user_1", Patience::Batch).await.unwrap();
+    api.get_user(&id("user_1"), Patience::Batch).await.unwrap();
     sweep_ids(api.users()).await;
     sweep_ids(api.organizations()).await;
     sweep_ids(api.memberships()).await;
-    api.existing_users(&["user_1".to_owned()]).await.unwrap();
+    api.existing_users(&[id("user_1")]).await.unwrap();
 
     assert_eq!(double.request_count(), 5);
     for request in double.requests() {
@@ -512,10 +543,13 @@ async fn a_server_that_is_not_clerk_is_refused_rather_than_believed() {
     let error = sweep.next_page().await.unwrap_err();
     assert!(matches!(error, ClerkApiError::Rejected(_)), "{error:?}");
     // Nor may an answer that ignored the id filter make the ids it left out look deleted.
-    let asked = ["user_000".to_owned(), "user_gone".to_owned()];
+    let asked = [id("user_000"), id("user_gone")];
     let error = api.existing_users(&asked).await.unwrap_err();
     assert!(matches!(error, ClerkApiError::Rejected(_)), "{error:?}");
     // A 404 that is not Clerk's must not read as "this user is gone".
-    let error = api.get_user("user_1", Patience::Batch).await.unwrap_err();
+    let error = api
+        .get_user(&id("user_1"), Patience::Batch)
+        .await
+        .unwrap_err();
     assert!(matches!(error, ClerkApiError::Rejected(_)), "{error:?}");
 }

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use handler::item::ItemId;
 use handler::store::{Condition, Store, StoreError};
+use handler::sync::document::Source;
+use handler::sync::item::ItemId;
 
 use crate::cosmos_emulator::Emulator;
 
@@ -71,9 +72,9 @@ async fn create_read_replace_round_trip_with_etags() {
 #[tokio::test]
 async fn round_trips_per_event_type() {
     use azure_core::http::Method;
-    use handler::apply::{self, Options};
     use handler::clerk::ClerkEvent;
-    use handler::sync::Change;
+    use handler::sync::apply::{self, Options};
+    use handler::sync::decide::Change;
 
     use crate::cosmos_emulator::ItemRequest;
 
@@ -133,7 +134,7 @@ async fn round_trips_per_event_type() {
     for (n, (name, event, expected)) in cases.iter().enumerate() {
         let change = Change::from_event(event).unwrap();
         let options = Options {
-            event_id: &format!("msg_{n}"),
+            source: Source::Webhook(&format!("msg_{n}")),
             tombstone_ttl_seconds: 60,
             guard: None,
         };
@@ -169,10 +170,11 @@ mod faults {
         FaultInjectionResult, FaultInjectionResultBuilder, FaultInjectionRule,
         FaultInjectionRuleBuilder, FaultOperationType,
     };
-    use handler::apply::{self, ApplyError, Options, Outcome, Report};
     use handler::clerk::ClerkEvent;
     use handler::store::{Store, StoreError};
-    use handler::sync::{Change, SkipReason};
+    use handler::sync::apply::{self, ApplyError, Options, Report};
+    use handler::sync::decide::{Change, Outcome, SkipReason};
+    use handler::sync::document::Source;
     use serde_json::json;
 
     use crate::cosmos_emulator::Emulator;
@@ -193,7 +195,7 @@ mod faults {
     ) -> Result<Report, StoreError> {
         let change = Change::from_event(event).expect("an event the handler handles");
         let options = Options {
-            event_id,
+            source: Source::Webhook(event_id),
             tombstone_ttl_seconds: TTL,
             guard: None,
         };

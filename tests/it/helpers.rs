@@ -8,14 +8,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use handler::apply::{self, ApplyError, Options, Report};
 use handler::clerk::ClerkEvent;
-use handler::document::{self, Document};
 use handler::http::{AppState, router};
-use handler::item::{ItemId, Kind};
 use handler::store::Store;
 use handler::store::local::LocalStore;
-use handler::sync::Change;
+use handler::sync::apply::{self, ApplyError, Options, Report};
+use handler::sync::decide::Change;
+use handler::sync::document::Source;
+use handler::sync::document::{self, Document};
+use handler::sync::item::{ItemId, Kind};
 use handler::verify::Verifier;
 use serde_json::Value;
 use tempfile::TempDir;
@@ -107,7 +108,7 @@ pub async fn apply_event(
     let (_, parsed) = ClerkEvent::parse(event.to_string().as_bytes()).unwrap();
     let change = Change::from_event(&parsed).expect("an event the handler handles");
     let options = Options {
-        event_id: msg_id,
+        source: Source::Webhook(msg_id),
         tombstone_ttl_seconds: TTL_SECONDS,
         guard: None,
     };

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use handler::clerk::api::{ClerkApi, Timings};
-use handler::document::{self, State};
-use handler::item::{ItemId, Kind};
 use handler::reconcile::{self, Counts, Phase, Progress, Report, Run, Settings, Stopped};
 use handler::store::Store;
+use handler::sync::document::{self, State};
+use handler::sync::item::{ItemId, Kind};
 use serde_json::{Value, json};
 
 use crate::clerk_api_double::{ClerkApiDouble, Failure};

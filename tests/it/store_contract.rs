@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use handler::apply::Outcome;
-use handler::document::{self, State};
-use handler::item::{ItemId, ItemRef, Kind};
 use handler::store::{Condition, ETag, ListFilter, Store, StoreError};
-use handler::sync::SkipReason;
+use handler::sync::decide::Outcome;
+use handler::sync::decide::SkipReason;
+use handler::sync::document::{self, State};
+use handler::sync::item::{ItemId, ItemRef, Kind};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
@@ -236,7 +236,7 @@ async fn apply_event(
 ) -> Result<Outcome, StoreError> {
     match crate::helpers::apply_event(store, msg_id, event).await {
         Ok(report) => Ok(report.outcome),
-        Err(handler::apply::ApplyError::Store(error)) => Err(error),
+        Err(handler::sync::apply::ApplyError::Store(error)) => Err(error),
         Err(other) => panic!("not a store error: {other}"),
     }
 }
@@ -706,7 +706,7 @@ pub async fn an_event_for_an_id_holding_another_kind_changes_nothing(store: Arc<
     ] {
         let result = crate::helpers::apply_event(s, "msg_k", &event).await;
         assert!(
-            matches!(result, Err(handler::apply::ApplyError::Conflict(_))),
+            matches!(result, Err(handler::sync::apply::ApplyError::Conflict(_))),
             "{result:?}"
         );
         assert_eq!(
@@ -742,7 +742,7 @@ impl Store for OrganizationDeletedMeanwhile {
     async fn write(
         &self,
         id: &ItemId,
-        document: &handler::document::Document,
+        document: &handler::sync::document::Document,
         condition: &Condition,
     ) -> Result<handler::store::RequestCharge, StoreError> {
         let membership = document::state(document).is_live(Kind::Membership);
@@ -764,7 +764,10 @@ impl Store for OrganizationDeletedMeanwhile {
         self.inner.write(id, document, condition).await
     }
 
-    fn list(&self, filter: ListFilter) -> handler::store::Items<'_, handler::document::Document> {
+    fn list(
+        &self,
+        filter: ListFilter,
+    ) -> handler::store::Items<'_, handler::sync::document::Document> {
         self.inner.list(filter)
     }
 

@@ -9,9 +9,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use handler::item::ItemId;
 use handler::store::local::LocalStore;
 use handler::store::{Condition, Store};
+use handler::sync::item::ItemId;
 use serde_json::{Value, json};
 
 use crate::clerk_api_double::{ClerkApiDouble, Failure};

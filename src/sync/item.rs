@@ -1,5 +1,6 @@
 //! What a stored item is: its kind (user, organization, membership) and its id, which Clerk
-//! prefixes by kind and which must be safe as a Cosmos item id and partition key.
+//! prefixes by kind and which must be safe as a Cosmos item id and partition key. The one place
+//! ids are checked, whoever brings them (a webhook, a session token's `sub`, the store, Clerk).
 
 use std::fmt;
 
@@ -65,6 +66,8 @@ pub enum ItemIdError {
     ForbiddenCharacter,
     #[error("a {kind} id must start with {prefix}", prefix = kind.id_prefix())]
     WrongKind { kind: Kind },
+    #[error("a {kind} id is {prefix} followed by letters, digits, '_' or '-'", prefix = kind.id_prefix())]
+    NotClerkShaped { kind: Kind },
 }
 
 impl ItemId {
@@ -85,13 +88,26 @@ impl ItemId {
         Ok(Self(raw.to_owned()))
     }
 
-    /// An id of `kind`, as Clerk prefixes it.
+    /// An id of `kind`, as Clerk makes them: the kind's prefix, then letters, digits, `_` or `-`.
     pub fn parse_as(kind: Kind, raw: &str) -> Result<Self, ItemIdError> {
         let id = Self::parse(raw)?;
-        match raw.starts_with(kind.id_prefix()) && raw.len() > kind.id_prefix().len() {
-            true => Ok(id),
-            false => Err(ItemIdError::WrongKind { kind }),
+        match raw.strip_prefix(kind.id_prefix()) {
+            Some(rest) if !rest.is_empty() && id.is_clerk_shaped() => Ok(id),
+            Some(rest) if !rest.is_empty() => Err(ItemIdError::NotClerkShaped { kind }),
+            _ => Err(ItemIdError::WrongKind { kind }),
         }
+    }
+
+    /// Whether Clerk could have made this id (an id, or an organization's slug): letters, digits,
+    /// `_` and `-`, starting with a letter or digit. Only such an id goes into a Backend API path
+    /// or id filter as it is: `..` would be dropped from a path (turning a get into a list), and
+    /// a leading `-` turns a filter into an exclusion.
+    pub fn is_clerk_shaped(&self) -> bool {
+        self.0.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && self
+                .0
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     }
 
     pub fn as_str(&self) -> &str {
@@ -132,6 +148,16 @@ mod tests {
     }
 
     #[test]
+    fn clerk_shaped_ids_are_safe_in_backend_api_paths_and_filters() {
+        for id in ["user_2abcDEF123", "org_1", "orgmem_x", "my-org"] {
+            assert!(ItemId::parse(id).unwrap().is_clerk_shaped(), "{id}");
+        }
+        for id in [".", "..", "-user_1", "+user_1", "user 1", "user%2F1", "_x"] {
+            assert!(!ItemId::parse(id).unwrap().is_clerk_shaped(), "{id}");
+        }
+    }
+
+    #[test]
     fn rejects_what_cosmos_cannot_store() {
         assert_eq!(ItemId::parse(""), Err(ItemIdError::Empty));
         assert_eq!(ItemId::parse("  "), Err(ItemIdError::Empty));
@@ -158,6 +184,17 @@ mod tests {
             assert_eq!(
                 ItemId::parse_as(kind, raw),
                 Err(ItemIdError::WrongKind { kind }),
+                "{raw}"
+            );
+        }
+        for raw in ["user_2abc/../x", "user_a b", "user_ü"] {
+            assert_eq!(
+                ItemId::parse_as(Kind::User, raw),
+                if raw.contains('/') {
+                    Err(ItemIdError::ForbiddenCharacter)
+                } else {
+                    Err(ItemIdError::NotClerkShaped { kind: Kind::User })
+                },
                 "{raw}"
             );
         }

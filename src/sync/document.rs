@@ -5,15 +5,50 @@
 //! (favorites, roles, anything) survive every update untouched.
 
 use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use crate::clerk::Snapshot;
-use crate::item::{ItemRef, Kind};
+use crate::sync::item::{ItemRef, Kind};
 
 pub type Document = Map<String, Value>;
 
 pub const TOMBSTONE_TYPE: &str = "tombstone";
 /// The role a user gets when first stored; afterwards the application owns it.
 pub const INITIAL_ROLE: &str = "USER";
+
+/// Where a change comes from, as the `lastEventId` of the documents it writes records it: the one
+/// place that builds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source<'a> {
+    /// A webhook delivery: its `svix-id`.
+    Webhook(&'a str),
+    /// A reconcile run: `reconcile:<run start, RFC 3339, whole seconds>`, also the run's id.
+    Reconcile(OffsetDateTime),
+    /// `SyncMe` storing a user it fetched from Clerk: `sync-me:<when, RFC 3339>`.
+    SyncMe(OffsetDateTime),
+}
+
+impl Source<'_> {
+    pub fn last_event_id(&self) -> String {
+        match *self {
+            Self::Webhook(svix_id) => svix_id.to_owned(),
+            Self::Reconcile(started) => {
+                format!(
+                    "reconcile:{}",
+                    rfc3339(started.replace_nanosecond(0).unwrap_or(started))
+                )
+            }
+            Self::SyncMe(at) => format!("sync-me:{}", rfc3339(at)),
+        }
+    }
+}
+
+/// RFC 3339; a time no RFC 3339 date can hold (beyond year 9999) as epoch seconds instead.
+pub fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&Rfc3339)
+        .unwrap_or_else(|_| at.unix_timestamp().to_string())
+}
 
 /// What a stored item is, as far as the sync decision cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

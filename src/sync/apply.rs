@@ -1,29 +1,24 @@
 //! Applies one change to the store: read, decide, write on condition; when another writer got
 //! there first, read and decide again. Every entry point (webhook, reconcile, `SyncMe`) ends
-//! here. A deleted organization or user cascades to its memberships.
+//! here. What to write is always `decide`'s answer; this file only fetches the facts it asks for
+//! (the stored item, a membership's parents, Clerk's word on an old event) and carries it out. A
+//! deleted organization or user cascades to its memberships.
 
-use std::time::Duration;
-
-use async_trait::async_trait;
 use futures::TryStreamExt;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
-use crate::clerk::Snapshot;
-use crate::document;
-use crate::item::{ItemId, ItemRef, Kind};
 use crate::store::{Condition, ListFilter, RequestCharge, Store, StoreError};
-use crate::sync::{self, Change, Context, Decision, KindConflict, Parents, SkipReason};
+use crate::sync::decide::{
+    self, Change, Confirmation, Context, Decision, Facts, KindConflict, Outcome, Parents,
+    SkipReason,
+};
+use crate::sync::document::{self, Source};
+use crate::sync::guard::{Guard, GuardError};
+use crate::sync::item::{ItemId, ItemRef, Kind};
 
 /// Each failed condition means another writer for the same item committed, so the state is
 /// moving towards the newest event; a few rounds settle even a burst of concurrent deliveries.
 pub const MAX_ATTEMPTS: u32 = 16;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Applied,
-    Skipped(SkipReason),
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Tally {
@@ -40,20 +35,6 @@ pub struct Report {
     pub tally: Tally,
 }
 
-/// Asks Clerk whether an object still exists: the resurrection guard's question.
-#[async_trait]
-pub trait Guard: Send + Sync {
-    async fn still_exists(&self, snapshot: &Snapshot) -> Result<bool, GuardError>;
-}
-
-/// Clerk could not answer the guard's question now.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{reason}")]
-pub struct GuardError {
-    pub reason: String,
-    pub retry_after: Option<Duration>,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     #[error(transparent)]
@@ -68,11 +49,11 @@ pub enum ApplyError {
 /// How a change is applied: where it came from, and how old tombstones live.
 #[derive(Clone, Copy)]
 pub struct Options<'a> {
-    /// `lastEventId` of what is written: the `svix-id`, or `reconcile:<start>` and the like.
-    pub event_id: &'a str,
+    pub source: Source<'a>,
     pub tombstone_ttl_seconds: u32,
     /// Asked before an event older than the tombstone TTL creates an item nothing is stored
     /// for: only a manual replay delivers such an event, and its tombstone may have expired.
+    /// Only webhooks have one: reconcile and `SyncMe` read the item from Clerk itself.
     pub guard: Option<&'a dyn Guard>,
 }
 
@@ -82,35 +63,33 @@ pub async fn apply(
     options: Options<'_>,
 ) -> Result<Report, ApplyError> {
     let now_at = OffsetDateTime::now_utc();
-    let now = now_at
-        .format(&Rfc3339)
-        .map_err(|e| StoreError::Rejected(format!("cannot format the current time: {e}")))?;
+    let (event_id, now) = (options.source.last_event_id(), document::rfc3339(now_at));
     let applier = Applier {
         store,
-        options,
+        guard: options.guard,
         context: Context {
-            event_id: options.event_id,
+            event_id: &event_id,
             now: &now,
             tombstone_ttl_seconds: options.tombstone_ttl_seconds,
         },
-        now_ms: i64::try_from(now_at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX),
+        clerk: match options.guard {
+            Some(_) => Confirmation::Unasked {
+                oldest_tombstone_ms: epoch_ms(now_at)
+                    - i64::from(options.tombstone_ttl_seconds) * 1000,
+            },
+            None => Confirmation::NotNeeded,
+        },
     };
     let mut tally = Tally::default();
-    let mut outcome = applier.apply_one(change, &mut tally).await?;
-    if let (Change::Upsert(Snapshot::Membership(membership)), Outcome::Applied) = (change, outcome)
-    {
+    let parents = applier.parents(change, &mut tally).await?;
+    let mut outcome = applier.apply_one(change, parents, &mut tally).await?;
+    if outcome == Outcome::Applied && change.parent_ids().is_some() {
         // The organization or user may have been deleted between our look at them and our write,
-        // its cascade's query running before the membership existed: look again, and finish
-        // that cascade here.
-        if applier.parents(change, &mut tally).await? == Parents::Deleted {
-            let orphan = ItemRef {
-                kind: Kind::Membership,
-                id: membership.id.clone(),
-            };
-            applier
-                .apply_one(Change::Delete(&orphan), &mut tally)
-                .await?;
-            outcome = Outcome::Skipped(SkipReason::ParentDeleted);
+        // its cascade's query running before the membership existed: look again, and if one is
+        // gone the decision tombstones the membership here.
+        let parents = applier.parents(change, &mut tally).await?;
+        if parents == Parents::Deleted {
+            outcome = applier.apply_one(change, parents, &mut tally).await?;
         }
     }
     let mut cascaded = 0;
@@ -131,50 +110,43 @@ pub async fn apply(
     })
 }
 
+fn epoch_ms(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
 struct Applier<'a> {
     store: &'a dyn Store,
-    options: Options<'a>,
+    guard: Option<&'a dyn Guard>,
     context: Context<'a>,
-    now_ms: i64,
+    /// What is known of Clerk's view before anyone asks.
+    clerk: Confirmation,
 }
 
 impl Applier<'_> {
     async fn apply_one(
         &self,
         change: Change<'_>,
+        parents: Parents,
         tally: &mut Tally,
     ) -> Result<Outcome, ApplyError> {
         let id = change.id();
-        let parents = self.parents(change, tally).await?;
-        let mut gone_from_clerk = None;
+        let mut facts = Facts {
+            parents,
+            clerk: self.clerk,
+        };
         for _ in 0..MAX_ATTEMPTS {
             let (stored, charge) = self.store.read(id).await?;
             tally.request_charge += charge;
             tally.round_trips += 1;
             let document = stored.as_ref().map(|s| &s.document);
-            let mut outcome = Outcome::Applied;
-            let mut write = match sync::plan(document, change, parents, self.context)? {
-                Decision::Skip(reason) => return Ok(Outcome::Skipped(reason)),
-                Decision::Write(document) => document,
+            let (write, outcome) = loop {
+                match decide::plan(document, change, facts, self.context)? {
+                    Decision::Skip(reason) => return Ok(Outcome::Skipped(reason)),
+                    Decision::Write(write, outcome) => break (write, outcome),
+                    // Asked once per change: a lost write race decides again with the answer.
+                    Decision::AskClerk => facts.clerk = self.ask_clerk(change).await?,
+                }
             };
-            if stored.is_none() && self.needs_guard(change) {
-                if gone_from_clerk.is_none() {
-                    gone_from_clerk = Some(self.gone_from_clerk(change).await?);
-                }
-                if gone_from_clerk == Some(true) {
-                    let deleted = ItemRef {
-                        kind: change.kind(),
-                        id: id.clone(),
-                    };
-                    write = document::tombstone(
-                        &deleted,
-                        self.context.event_id,
-                        self.context.now,
-                        self.context.tombstone_ttl_seconds,
-                    );
-                    outcome = Outcome::Skipped(SkipReason::Deleted);
-                }
-            }
             let condition = Condition::for_replacing(stored.as_ref());
             tally.round_trips += 1;
             match self.store.write(id, &write, &condition).await {
@@ -194,35 +166,24 @@ impl Applier<'_> {
         )
     }
 
-    /// A membership's organization and user, as stored: either one tombstoned makes the
-    /// membership's change a no-op. Other kinds, and deletes, have no parents to ask about.
+    /// A membership's organization and user, as stored (other kinds, and deletes, have none).
     async fn parents(&self, change: Change<'_>, tally: &mut Tally) -> Result<Parents, StoreError> {
-        let Change::Upsert(Snapshot::Membership(membership)) = change else {
+        let Some(ids) = change.parent_ids() else {
             return Ok(Parents::Live);
         };
-        for parent in [&membership.organization_id, &membership.user_id] {
-            let (stored, charge) = self.store.read(parent).await?;
+        let mut states = Vec::with_capacity(ids.len());
+        for id in ids {
+            let (stored, charge) = self.store.read(id).await?;
             tally.request_charge += charge;
             tally.round_trips += 1;
-            if stored.is_some_and(|s| document::state(&s.document).is_tombstone()) {
-                return Ok(Parents::Deleted);
-            }
+            states.push(stored.map(|s| document::state(&s.document)));
         }
-        Ok(Parents::Live)
+        Ok(Parents::of(states))
     }
 
-    /// An upsert for an item nothing is stored for, older than any tombstone could be.
-    fn needs_guard(&self, change: Change<'_>) -> bool {
-        let Change::Upsert(snapshot) = change else {
-            return false;
-        };
-        let ttl_ms = i64::from(self.options.tombstone_ttl_seconds) * 1000;
-        self.options.guard.is_some() && snapshot.times().updated_at_ms < self.now_ms - ttl_ms
-    }
-
-    async fn gone_from_clerk(&self, change: Change<'_>) -> Result<bool, GuardError> {
-        let (Some(guard), Change::Upsert(snapshot)) = (self.options.guard, change) else {
-            return Ok(false);
+    async fn ask_clerk(&self, change: Change<'_>) -> Result<Confirmation, GuardError> {
+        let (Some(guard), Change::Upsert(snapshot)) = (self.guard, change) else {
+            return Ok(Confirmation::NotNeeded);
         };
         let exists = guard.still_exists(snapshot).await?;
         tracing::info!(
@@ -231,7 +192,11 @@ impl Applier<'_> {
             exists,
             "resurrection guard: asked Clerk about an old event for an item nothing is stored for"
         );
-        Ok(!exists)
+        Ok(if exists {
+            Confirmation::Exists
+        } else {
+            Confirmation::Gone
+        })
     }
 
     /// Tombstones every live membership of a deleted organization or user.
@@ -263,7 +228,10 @@ impl Applier<'_> {
                 kind: Kind::Membership,
                 id,
             };
-            if self.apply_one(Change::Delete(&membership), tally).await? == Outcome::Applied {
+            let outcome = self
+                .apply_one(Change::Delete(&membership), Parents::Live, tally)
+                .await?;
+            if outcome == Outcome::Applied {
                 cascaded += 1;
             }
         }
