@@ -58,7 +58,9 @@ function conventions(text) {
   let offset = 0;
   let sawWindow = false;
   for (const line of lines) {
-    if (line.startsWith('let ')) {
+    if (line.startsWith('let ') && !line.trimEnd().endsWith(';')) {
+      break; // a `let` spread over lines (a tabular one) is the query, not a default
+    } else if (line.startsWith('let ')) {
       if (!LET_LINE.test(line)) {
         found.push({ offset, code: 'CONV2', message: 'a default must be alone on its line as `let <name> = <value>;`' });
       }
