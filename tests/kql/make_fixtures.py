@@ -7,9 +7,16 @@
 Each fixture is a directory with traces.jsonl and requests.jsonl shaped like Application Insights'
 classic tables, and fixture.json: {"now": the moment the alert queries run at, "fires": the alert
 queries (infra/queries/alert-*.kql, without prefix and suffix) that must return rows; every other
-alert must return none}. The rows follow the telemetry contract: the handler's JSON lines are
-`traces` rows of category Host.Function.Console, at severityLevel 1/2/3 by level; the Functions
-host writes one `requests` row per invocation.
+alert must return none}. The rows follow the telemetry contract and what the Functions host
+does (/work/scratch/functions-host.md, from the host's source):
+- each JSON line the handler prints is a `traces` row of category Host.Function.Console at
+  severityLevel 1/2/3 by level, with no operation_Id (the host logs console lines outside any
+  invocation), message = the line, also in customDimensions["prop__{OriginalFormat}"];
+- the Reconcile timer's `Logs` entries are traces of category Function.Reconcile.User at
+  Information, under the invocation's operation_Id; a timer answer that is not 2xx loses them;
+- one `requests` row per invocation: for the HTTP functions resultCode is the status the handler
+  answered and success stays true whatever it is; for the timer resultCode is "0" and success is
+  false when the invocation failed, which also writes an "Executed ... (Failed ...)" trace.
 
 `healthy` is an ordinary day, including incidents older than every alert's window, which must not
 count. Every other fixture is `healthy` plus (or, for reconcile-missing, minus) the rows of one
@@ -30,6 +37,7 @@ NOW = dt.datetime(2026, 11, 29, 22, 0, 0, tzinfo=dt.timezone.utc)
 SEVERITY = {"DEBUG": 0, "INFO": 1, "WARN": 2, "ERROR": 3}
 HOST_LEVEL = {1: "Information", 2: "Warning", 3: "Error"}
 ROLE = {"cloud_RoleName": "func-clerk-cosmos", "cloud_RoleInstance": "instance-0"}
+HOST_INSTANCE = "6f1c5a52-1d1b-4f55-9a43-0c6c2f6f3b10"
 COUNTS = ("clerk", "store", "created", "updated", "deleted", "unchanged", "newer_in_store")
 
 
@@ -47,37 +55,38 @@ class Telemetry:
         self.n += 1
         return f"{self.n:032x}"
 
-    def line(self, at: dt.datetime, fields: dict, op: str = "", category: str = "Host.Function.Console") -> None:
-        """One JSON line the handler logs, as the host records it."""
-        record = {"timestamp": iso(at), **fields}
-        severity = SEVERITY[record["level"]]
-        self.traces.append({
-            "timestamp": iso(at),
-            "message": json.dumps(record, separators=(",", ":")),
-            "severityLevel": severity,
-            "itemType": "trace",
-            "customDimensions": {"Category": category, "LogLevel": HOST_LEVEL[severity]},
-            "operation_Id": op,
-            **ROLE,
-        })
-
-    def text(self, at: dt.datetime, message: str, category: str, severity: int = 1) -> None:
-        """A line that is not one of ours: host chatter, or a human line from the timer's Logs."""
+    def trace(self, at: dt.datetime, message: str, severity: int, category: str, op: str = "", function: str = "") -> None:
+        dims = {"Category": category, "LogLevel": HOST_LEVEL[severity], "HostInstanceId": HOST_INSTANCE,
+                "ProcessId": "4242", "prop__{OriginalFormat}": message}
+        if op:
+            dims["InvocationId"] = op[:8] + "-0000-4000-8000-" + op[-12:]
         self.traces.append({
             "timestamp": iso(at),
             "message": message,
             "severityLevel": severity,
             "itemType": "trace",
-            "customDimensions": {"Category": category, "LogLevel": HOST_LEVEL[severity]},
-            "operation_Id": "",
+            "customDimensions": dims,
+            "operation_Id": op,
+            "operation_Name": function,
             **ROLE,
         })
 
+    def line(self, at: dt.datetime, fields: dict) -> None:
+        """One JSON line the handler prints, as the host records it: no invocation context."""
+        record = {"timestamp": iso(at), **fields}
+        self.trace(at, json.dumps(record, separators=(",", ":")), SEVERITY[record["level"]], "Host.Function.Console")
+
+    def text(self, at: dt.datetime, message: str, category: str, severity: int = 1, op: str = "", function: str = "") -> None:
+        """A line that is not one of ours: host chatter, a panic, a human line from the timer's Logs."""
+        self.trace(at, message, severity, category, op, function)
+
     def request(self, at: dt.datetime, name: str, result_code: str, success: bool, duration: float, op: str) -> None:
         url = {"ClerkWebhook": "/api/ClerkWebhook", "SyncMe": "/api/me/sync"}.get(name, "")
+        if not success:
+            self.text(at, f"Executed 'Functions.{name}' (Failed, Duration={duration:.0f}ms)", f"Function.{name}", 3, op, name)
         self.requests.append({
             "timestamp": iso(at),
-            "id": op[:16],
+            "id": op[-16:],
             "name": name,
             "url": f"https://func-clerk-cosmos.azurewebsites.net{url}" if url else "",
             "resultCode": result_code,
@@ -86,7 +95,8 @@ class Telemetry:
             "itemType": "request",
             "operation_Id": op,
             "operation_Name": name,
-            "customDimensions": {"Category": "Host.Results", "LogLevel": "Information", "FullName": f"Functions.{name}"},
+            "customDimensions": {"Category": "Host.Results", "LogLevel": "Information" if success else "Error",
+                                 "FullName": f"Functions.{name}", "InvocationId": op[:8] + "-0000-4000-8000-" + op[-12:]},
             **ROLE,
         })
 
@@ -107,8 +117,9 @@ class Telemetry:
             "cascaded": 0, "request_charge": charge if outcome == "applied" else 1.0,
             "round_trips": 2 if outcome == "applied" else 1,
             "message": f"delivery {outcome}",
-        }, op)
-        self.request(at, "ClerkWebhook", str(status), status < 400, latency_ms + 3.0, op)
+        })
+        # The host records the status the handler answered; success stays true for a 4xx or 5xx.
+        self.request(at, "ClerkWebhook", str(status), True, latency_ms + 3.0, op)
 
     def syncme(self, at: dt.datetime, status: int, outcome: str, reason: str | None = None) -> None:
         op = self._op()
@@ -117,8 +128,8 @@ class Telemetry:
             "level": level, "event": "syncme", "user_id": f"user_{self.n:06d}" if status < 400 else None,
             "outcome": outcome, "reason": reason, "status": status, "latency_ms": 41.0,
             "message": f"syncme {outcome}",
-        }, op)
-        self.request(at, "SyncMe", str(status), status < 400, 44.0, op)
+        })
+        self.request(at, "SyncMe", str(status), True, 44.0, op)
 
     def reconcile(self, at: dt.datetime, *, complete: bool = True, drift: int = 0, dry_run: bool = False,
                   trigger: str = "timer", stopped: str | None = None, request_success: bool | None = True) -> None:
@@ -139,13 +150,14 @@ class Telemetry:
         fields["users_updated"] = drift
         fields["users_unchanged"] -= drift
         fields["message"] = "reconcile finished" if complete else "reconcile stopped"
-        self.line(at, fields, op)
-        if trigger == "timer":
-            # The timer's answer carries the same line in Logs, recorded under the invocation.
-            self.line(at, fields, op, category="Function.Reconcile.User")
-            self.text(at, "users: 1000 in Clerk, 1000 in the store", "Function.Reconcile.User")
-            if request_success is not None:
-                self.request(at, "Reconcile", "0" if request_success else "1", request_success, 240100.0, op)
+        self.line(at, fields)
+        if trigger == "timer" and request_success:
+            # A 2xx answer carries the same line in Logs, recorded under the invocation.
+            record = json.dumps({"timestamp": iso(at), **fields}, separators=(",", ":"))
+            self.text(at, record, "Function.Reconcile.User", 1, op, "Reconcile")
+            self.text(at, "users: 1000 in Clerk, 1000 in the store", "Function.Reconcile.User", 1, op, "Reconcile")
+        if trigger == "timer" and request_success is not None:
+            self.request(at, "Reconcile", "0", request_success, 240100.0, op)
 
     def write(self, out: Path, name: str, fires: list[str]) -> None:
         directory = out / name
@@ -190,7 +202,7 @@ def healthy(last_complete: dt.timedelta = dt.timedelta(hours=19)) -> Telemetry:
     t.reconcile(ago(hours=1, minutes=30), dry_run=True, trigger="command")
     # Lines that are not JSON: parse_json must not make them count.
     t.text(ago(minutes=50), "thread 'main' panicked at src/main.rs: example", "Host.Function.Console", 3)
-    t.text(ago(minutes=49), "Executed 'Functions.ClerkWebhook' (Succeeded)", "Function.ClerkWebhook")
+    t.text(ago(minutes=49), "Executed 'Functions.ClerkWebhook' (Succeeded, Duration=21ms)", "Function.ClerkWebhook", 1, "e" * 32, "ClerkWebhook")
     return t
 
 
@@ -229,7 +241,7 @@ def main(argv: list[str]) -> int:
 
     t = healthy()
     # The invocation failed without a summary line (the handler crashed or timed out).
-    t.request(ago(minutes=10), "Reconcile", "1", False, 3600000.0, "f" * 32)
+    t.request(ago(minutes=10), "Reconcile", "0", False, 3600000.0, "f" * 32)
     t.write(out, "reconcile-crashed", ["reconcile-failed"])
 
     # The last complete run 27 hours ago; a recent dry run does not count.
