@@ -178,6 +178,16 @@ module alerts 'modules/alerts.bicep' = {
   }
 }
 
+module workbook 'modules/workbook.bicep' = {
+  name: 'workbook'
+  params: {
+    location: location
+    tags: tags
+    appInsightsId: monitoring.outputs.appInsightsId
+    displayName: 'clerk-cosmos (${names.appInsights})'
+  }
+}
+
 module storage 'modules/storage.bicep' = {
   name: 'storage'
   params: {
@@ -333,3 +343,6 @@ output keyVaultName string = keyVault.outputs.name
 
 @description('The URL browsers call to have their user stored at once (SyncMe; needs the Clerk secret key and the SyncMe parameters).')
 output syncMeUrl string = 'https://${functionApp.outputs.defaultHostName}/api/me/sync'
+
+@description('The workbook (deliveries, latency, request units, reconcile runs, SyncMe): open it from the Application Insights resource, Monitoring > Workbooks.')
+output workbookId string = workbook.outputs.id
