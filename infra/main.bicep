@@ -119,6 +119,15 @@ param appSubnetPrefix string = '10.40.0.0/24'
 @description('Subnet the private endpoints take their addresses from, inside vnetAddressPrefix.')
 param privateEndpointSubnetPrefix string = '10.40.1.0/24'
 
+@description('Email addresses the alerts notify, such as [\'ops@example.com\']. Empty: the alerts still fire and show in the portal, but notify no one.')
+param alertEmailAddresses array = []
+
+@description('False deploys every alert rule disabled (they stay in place, so turning them back on is one deployment).')
+param alertsEnabled bool = true
+
+@description('Overrides of the alerts\' settings by alert name, merged over the defaults in modules/alerts.bicep: severity (0 critical to 4 verbose), evaluationFrequencyMinutes, windowMinutes, threshold, enabled. Such as { \'deliveries-failing\': { threshold: 5 } }.')
+param alertSettings object = {}
+
 var isFlex = hostingPlan == 'FlexConsumption'
 var prefix = toLower(namePrefix)
 var token = uniqueString(resourceGroup().id, prefix)
@@ -131,6 +140,8 @@ var names = {
   keyVault: take('kv-${prefix}-${token}', 24)
   workspace: 'log-${prefix}-${token}'
   appInsights: 'appi-${prefix}-${token}'
+  actionGroup: 'ag-${prefix}-${token}'
+  alertRules: 'alert-${prefix}-${token}'
   vnet: 'vnet-${prefix}-${token}'
 }
 var deploymentContainerName = 'deployment-package'
@@ -148,6 +159,32 @@ module monitoring 'modules/monitoring.bicep' = {
     tags: tags
     workspaceName: names.workspace
     appInsightsName: names.appInsights
+  }
+}
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  params: {
+    location: location
+    tags: tags
+    actionGroupName: names.actionGroup
+    actionGroupShortName: prefix
+    rulePrefix: names.alertRules
+    appInsightsId: monitoring.outputs.appInsightsId
+    emailAddresses: alertEmailAddresses
+    alertsEnabled: alertsEnabled
+    reconcileConfigured: clerkSecretKeyInVault || !empty(clerkSecretKey)
+    alertSettings: alertSettings
+  }
+}
+
+module workbook 'modules/workbook.bicep' = {
+  name: 'workbook'
+  params: {
+    location: location
+    tags: tags
+    appInsightsId: monitoring.outputs.appInsightsId
+    displayName: 'clerk-cosmos (${names.appInsights})'
   }
 }
 
@@ -306,3 +343,6 @@ output keyVaultName string = keyVault.outputs.name
 
 @description('The URL browsers call to have their user stored at once (SyncMe; needs the Clerk secret key and the SyncMe parameters).')
 output syncMeUrl string = 'https://${functionApp.outputs.defaultHostName}/api/me/sync'
+
+@description('The workbook (deliveries, latency, request units, reconcile runs, SyncMe): open it from the Application Insights resource, Monitoring > Workbooks.')
+output workbookId string = workbook.outputs.id

@@ -21,6 +21,12 @@ param clerkSecretKeyInVault = false
 // NCRONTAB, six fields, UTC.
 param reconcileSchedule = '0 0 3 * * *'
 
+// Alerts: who is emailed when one fires (none: they still show in the portal), and one switch that
+// disables every rule. Per-alert settings override the defaults in modules/alerts.bicep:
+// param alertSettings = { 'deliveries-failing': { threshold: 5 }, 'reconcile-drift': { enabled: false } }
+param alertEmailAddresses = []
+param alertsEnabled = true
+
 // SyncMe, for an application served from https://app.example.com (not secret):
 // param clerkJwksUrl = 'https://<your-frontend-api>/.well-known/jwks.json'
 // param clerkAuthorizedParties = ['https://app.example.com']
