@@ -41,7 +41,7 @@ var sections = [
     name: 'reconcile-runs'
     title: 'Reconcile runs: counts per kind and category'
     visualization: 'table'
-    query: replace(loadTextContent('../queries/workbook-reconcile-runs.kql'), 'let window = 24h;', window)
+    query: replace(loadTextContent('../queries/workbook-reconcile-runs.kql'), 'let window = 30d;', window)
   }
   {
     name: 'syncme'
