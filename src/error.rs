@@ -1,4 +1,5 @@
-//! The error a request can end in, and the status and JSON body each kind answers with.
+//! The error a request can end in: one variant per answer (status, headers and JSON body), and a
+//! `From` for each module's error, so that handlers use `?`.
 
 use std::time::Duration;
 
@@ -7,9 +8,12 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::clerk::EventError;
 use crate::clerk::api::ClerkApiError;
+use crate::session::SessionError;
 use crate::store::StoreError;
 use crate::sync::apply::ApplyError;
+use crate::verify::VerifyError;
 
 /// How long Svix (or any caller) is asked to wait when the store gave no hint.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -18,13 +22,12 @@ const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
+    /// 401 without a challenge: a webhook delivery whose signature or timestamp does not hold.
     #[error("{0}")]
     Unauthorized(String),
-    #[error("not found")]
-    NotFound,
-    /// 404 with a reason: a deleted user, or an endpoint that is not configured.
+    /// 404 with a reason: no such route, a deleted user, an endpoint that is not configured.
     #[error("{0}")]
-    Missing(String),
+    NotFound(String),
     /// 401 with `WWW-Authenticate: Bearer`: no token at all.
     #[error("an Authorization: Bearer <Clerk session token> header is required")]
     MissingToken,
@@ -53,13 +56,61 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::NotFound | Self::Missing(_) => StatusCode::NOT_FOUND,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MissingToken | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl ApiError {
+    /// The answer's stable name, for log lines (`reason` of a refused delivery or `SyncMe` call).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::NotFound(_) => "not_found",
+            Self::MissingToken => "missing_token",
+            Self::InvalidToken(_) => "invalid_token",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::RequestTimeout => "request_timeout",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::Unavailable { .. } => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+/// A delivery's headers or signature: 401 when it fails authentication, else 400.
+impl From<VerifyError> for ApiError {
+    fn from(error: VerifyError) -> Self {
+        match error.is_unauthorized() {
+            true => Self::Unauthorized(error.to_string()),
+            false => Self::BadRequest(error.to_string()),
+        }
+    }
+}
+
+/// A verified body that is not a Clerk event this handler can read.
+impl From<EventError> for ApiError {
+    fn from(error: EventError) -> Self {
+        Self::BadRequest(error.to_string())
+    }
+}
+
+/// A session token refused (401 with its challenge), or its keys out of reach (503).
+impl From<SessionError> for ApiError {
+    fn from(error: SessionError) -> Self {
+        match error {
+            SessionError::Invalid(reason) => Self::InvalidToken(reason),
+            SessionError::KeysUnavailable(reason) => Self::Unavailable {
+                reason,
+                retry_after: None,
+            },
         }
     }
 }
@@ -118,7 +169,7 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let message = match &self {
             Self::Internal(detail) => {
-                tracing::error!(detail, "internal error");
+                tracing::error!(event = "internal_error", detail);
                 "internal error".to_owned()
             }
             Self::Unavailable { .. } => "temporarily unavailable, retry later".to_owned(),

@@ -12,7 +12,7 @@ use handler::config::{self, ConfigError, ConfigErrors, Env, ServeSettings, Setti
 use handler::startup;
 use handler::store::{ListFilter, StoreSettings};
 use handler::sync::item::Kind;
-use handler::telemetry::{self, Target};
+use handler::telemetry::{self, LogFormat, Target};
 
 // Exit statuses beside 0 and 1 (`ExitCode::FAILURE`: serving failed, or `get` found nothing).
 /// Configuration refused at startup.
@@ -70,13 +70,14 @@ fn serve(env: &Env, args: ServeArgs) -> ExitCode {
                 .into_iter()
                 .flatten()
                 .flat_map(|errors| errors.0);
-            return refuse(&ConfigErrors(problems.collect()));
+            return refuse_as(env.log_format(), &ConfigErrors(problems.collect()));
         }
     };
-    telemetry::init(settings.log_format, Target::Stdout, "info");
+    let format = settings.log_format;
+    telemetry::init(format, Target::Stdout, "info");
     match run(startup::serve(settings, serve)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => report(error, ExitCode::FAILURE),
+        Err(error) => report_as(format, error, ExitCode::FAILURE),
     }
 }
 
@@ -159,14 +160,44 @@ fn run<T>(work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
         .block_on(work)
 }
 
-fn refuse(errors: &ConfigErrors) -> ExitCode {
+/// Says why the configuration is refused, one line per problem: text for a person, a JSON line
+/// (event `config_refused`) for the Functions host.
+fn refuse_as(format: LogFormat, errors: &ConfigErrors) -> ExitCode {
     for problem in &errors.0 {
-        eprintln!("handler: configuration: {problem}");
+        match format {
+            LogFormat::Text => eprintln!("handler: configuration: {problem}"),
+            LogFormat::Json => eprintln!(
+                "{}",
+                telemetry::error_line(
+                    "config_refused",
+                    &[
+                        ("variable", problem.variable),
+                        ("problem", &problem.problem)
+                    ]
+                )
+            ),
+        }
     }
     ExitCode::from(EXIT_CONFIG)
 }
 
-fn report(error: anyhow::Error, status: ExitCode) -> ExitCode {
-    eprintln!("handler: {error:#}");
+fn refuse(errors: &ConfigErrors) -> ExitCode {
+    refuse_as(LogFormat::Text, errors)
+}
+
+/// Says why a command or the server failed: text for a person, a JSON line (event `failed`) for
+/// the Functions host.
+fn report_as(format: LogFormat, error: anyhow::Error, status: ExitCode) -> ExitCode {
+    match format {
+        LogFormat::Text => eprintln!("handler: {error:#}"),
+        LogFormat::Json => eprintln!(
+            "{}",
+            telemetry::error_line("failed", &[("error", &format!("{error:#}"))])
+        ),
+    }
     status
+}
+
+fn report(error: anyhow::Error, status: ExitCode) -> ExitCode {
+    report_as(LogFormat::Text, error, status)
 }

@@ -33,7 +33,11 @@ pub async fn serve(settings: Settings, serve: ServeSettings) -> anyhow::Result<(
         }
     };
     if let Err(reason) = &sync_me {
-        tracing::info!(reason, "SyncMe is not configured: /api/me/sync answers 404");
+        tracing::info!(
+            event = "syncme_not_configured",
+            reason,
+            "SyncMe is not configured: /api/me/sync answers 404"
+        );
     }
     let state = AppState::new(serve.verifier, store, settings.tombstone_ttl_seconds, clerk)
         .with_sync_me(sync_me);
@@ -42,12 +46,12 @@ pub async fn serve(settings: Settings, serve: ServeSettings) -> anyhow::Result<(
     let listener = TcpListener::bind(address)
         .await
         .with_context(|| format!("cannot listen on {address}"))?;
-    tracing::info!(%address, path = http::WEBHOOK_PATH, "listening");
+    tracing::info!(event = "listening", %address, path = http::WEBHOOK_PATH, version = env!("CARGO_PKG_VERSION"));
     axum::serve(listener, http::router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("server failed")?;
-    tracing::info!("stopped");
+    tracing::info!(event = "stopped");
     Ok(())
 }
 
@@ -55,6 +59,7 @@ pub async fn serve(settings: Settings, serve: ServeSettings) -> anyhow::Result<(
 pub fn open_store(settings: &StoreSettings) -> anyhow::Result<Arc<dyn store::Store>> {
     if let StoreSettings::Local { path } = settings {
         tracing::warn!(
+            event = "local_store",
             path = %std::path::absolute(path).unwrap_or_else(|_| path.clone()).display(),
             "no Cosmos DB setting (COSMOS_ENDPOINT or COSMOS_CONNECTION_STRING): keeping users in \
              the embedded local store, for development only"
@@ -66,7 +71,7 @@ pub fn open_store(settings: &StoreSettings) -> anyhow::Result<Arc<dyn store::Sto
 async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            tracing::error!(event = "signal_unavailable", signal = "Ctrl-C", error = %e);
             std::future::pending::<()>().await;
         }
     };
@@ -77,7 +82,7 @@ async fn shutdown_signal() {
                 signal.recv().await;
             }
             Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                tracing::error!(event = "signal_unavailable", signal = "SIGTERM", error = %e);
                 std::future::pending::<()>().await;
             }
         }
@@ -88,5 +93,8 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
-    tracing::info!("shutting down: finishing deliveries in flight");
+    tracing::info!(
+        event = "shutting_down",
+        "shutting down: finishing deliveries in flight"
+    );
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::clerk::api::ClerkApi;
-use crate::reconcile::{self, Counts, LogProgress, Phase, Progress, Run, Settings, plural};
+use crate::reconcile::{
+    self, Counts, LogProgress, Phase, Progress, Run, Settings, Trigger, plural,
+};
 use crate::store::Store;
 use crate::sync::item::Kind;
 
@@ -51,7 +53,7 @@ pub async fn run(
         },
     )
     .await;
-    run.log();
+    run.log(Trigger::Command);
     if json {
         serde_json::to_writer(&mut *out, &run.report)?;
         writeln!(out)?;
@@ -87,7 +89,11 @@ fn write_table(run: &Run, out: &mut impl Write) -> std::io::Result<()> {
             c.newer_in_store
         )?;
     }
-    let first = run.summary().into_iter().next().unwrap_or_default();
+    let first = run
+        .summary(Trigger::Command)
+        .into_iter()
+        .next()
+        .unwrap_or_default();
     writeln!(out, "{first}")?;
     if run.report.dry_run {
         writeln!(

@@ -120,6 +120,15 @@ impl Env {
     pub fn is_azure(&self) -> bool {
         matches!(self.get(WEBSITE_INSTANCE_ID), Ok(Some(_)))
     }
+
+    /// How to log, even when the settings are refused: `LOG_FORMAT`, or its default when it is
+    /// unset or unusable (so that a refusal in Azure is still a JSON line).
+    pub fn log_format(&self) -> LogFormat {
+        variables::log_format(self).unwrap_or(match self.is_azure() {
+            true => LogFormat::Json,
+            false => LogFormat::Text,
+        })
+    }
 }
 
 impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Env {

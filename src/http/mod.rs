@@ -10,9 +10,11 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use serde_json::json;
 use tokio::sync::Mutex;
+use tracing::Level;
 
 use crate::clerk::api::ClerkApi;
 use crate::error::ApiError;
@@ -70,9 +72,50 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(TIMER_PATH, post(timer::reconcile))
         .route(SYNC_ME_PATH, post(sync_me::sync_me))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .fallback(|| async { ApiError::NotFound })
+        .fallback(|| async { ApiError::NotFound("not found".into()) })
         .with_state(state)
 }
+
+/// The header the Functions host names each invocation with; logged so that a line can be joined
+/// to the host's own record of the request.
+const INVOCATION_ID: &str = "x-azure-functions-invocationid";
+
+/// The invocation id the host sent, if any (never more than an id's worth of it).
+fn invocation_id(headers: &HeaderMap) -> Option<&str> {
+    let id = headers.get(INVOCATION_ID)?.to_str().ok()?;
+    (id.len() <= 64).then_some(id)
+}
+
+/// How a request answered with an error status ended, for log lines: refused (4xx) or failed
+/// (5xx).
+fn refused(status: StatusCode) -> &'static str {
+    match status.is_server_error() {
+        true => "failed",
+        false => "refused",
+    }
+}
+
+/// The level an answer's event is logged at: information for a success, a warning for 4xx and
+/// 503 (the caller's mistake, or a wait), an error for any other 5xx (a bug). The Functions host
+/// gives stdout lines (information) and stderr lines (warnings, errors) their levels in
+/// Application Insights.
+fn level_of(status: StatusCode) -> Level {
+    match status {
+        status if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE => {
+            Level::ERROR
+        }
+        status if status.is_client_error() || status.is_server_error() => Level::WARN,
+        _ => Level::INFO,
+    }
+}
+
+/// Logs one answer's event at the level its status calls for.
+macro_rules! log_answer {
+    ($status:expr, $($fields:tt)+) => {
+        $crate::telemetry::log_at!($crate::http::level_of($status), $($fields)+)
+    };
+}
+use log_answer;
 
 /// The host polls this until it answers; it never waits on the store.
 async fn ready() -> Json<serde_json::Value> {

@@ -15,11 +15,11 @@ use serde_json::json;
 use time::OffsetDateTime;
 use tokio::time::{Instant, timeout_at};
 
-use super::AppState;
+use super::{AppState, invocation_id, log_answer, refused};
 use crate::clerk::Snapshot;
 use crate::clerk::api::{ClerkApi, Patience};
 use crate::error::ApiError;
-use crate::session::{SessionError, SessionVerifier};
+use crate::session::SessionVerifier;
 use crate::store::Store;
 use crate::sync::apply::{self, Options};
 use crate::sync::decide::{Change, Outcome, SkipReason};
@@ -57,11 +57,20 @@ enum Found {
     Applied,
 }
 
+impl Found {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Present => "present",
+            Self::Applied => "applied",
+        }
+    }
+}
+
 pub(super) async fn sync_me(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let started = Instant::now();
     let mut user_id = None;
     let result = match &state.sync_me {
-        Err(reason) => Err(ApiError::Missing(format!(
+        Err(reason) => Err(ApiError::NotFound(format!(
             "SyncMe is not configured: {reason}"
         ))),
         Ok(sync_me) => {
@@ -76,26 +85,25 @@ pub(super) async fn sync_me(State(state): State<Arc<AppState>>, headers: HeaderM
                 })
         }
     };
-    let (status, outcome) = match &result {
-        Ok((Found::Present, _)) => (StatusCode::OK, "present".to_owned()),
-        Ok((Found::Applied, _)) => (StatusCode::OK, "applied".to_owned()),
-        Err(error) => (error.status(), format!("refused: {error}")),
+    let (status, outcome, reason) = match &result {
+        Ok((found, _)) => (StatusCode::OK, found.as_str(), None),
+        Err(error) => (error.status(), refused(error.status()), Some(error.code())),
     };
     // Never the token, and never the document: ids and outcomes only.
-    tracing::info!(
+    log_answer!(
+        status,
+        event = "syncme",
+        invocation_id = invocation_id(&headers),
         user_id = user_id.as_ref().map(ItemId::as_str),
         outcome,
+        reason,
+        error = result.as_ref().err().map(ToString::to_string),
         status = status.as_u16(),
-        latency_ms = started.elapsed().as_millis() as u64,
-        "sync_me"
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
     );
     match result {
         Ok((found, user)) => {
-            let status = match found {
-                Found::Present => "present",
-                Found::Applied => "applied",
-            };
-            Json(json!({ "status": status, "user": user })).into_response()
+            Json(json!({ "status": found.as_str(), "user": user })).into_response()
         }
         Err(error) => error.into_response(),
     }
@@ -112,18 +120,7 @@ async fn ensure(
         .ok_or(ApiError::MissingToken)?
         .to_str()
         .map_err(|_| ApiError::InvalidToken("the Authorization header is not text".into()))?;
-    let session =
-        sync_me
-            .verifier
-            .verify(Some(authorization))
-            .await
-            .map_err(|error| match error {
-                SessionError::Invalid(reason) => ApiError::InvalidToken(reason),
-                SessionError::KeysUnavailable(reason) => ApiError::Unavailable {
-                    reason,
-                    retry_after: None,
-                },
-            })?;
+    let session = sync_me.verifier.verify(Some(authorization)).await?;
     let id = ItemId::parse_as(Kind::User, &session.user_id)
         .map_err(|e| ApiError::InvalidToken(format!("sub: {e}")))?;
     *user_id = Some(id.clone());
@@ -142,7 +139,7 @@ async fn ensure(
         .clerk
         .get_user(&id, Patience::Interactive)
         .await?
-        .ok_or_else(|| ApiError::Missing("no such user in Clerk".into()))?;
+        .ok_or_else(|| ApiError::NotFound("no such user in Clerk".into()))?;
     let snapshot = Snapshot::parse(Kind::User, data)
         .map_err(|e| ApiError::Internal(format!("Clerk's user {id} cannot be read: {e}")))?;
     let options = Options {
@@ -178,7 +175,7 @@ async fn stored_user(store: &dyn Store, id: &ItemId) -> Result<Option<Document>,
 }
 
 fn deleted() -> ApiError {
-    ApiError::Missing("the user is deleted".into())
+    ApiError::NotFound("the user is deleted".into())
 }
 
 /// One lock per user being fetched; entries go away with their last holder.

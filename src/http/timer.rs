@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::AppState;
-use crate::reconcile::{self, LogProgress, Settings};
+use crate::reconcile::{self, LogProgress, Settings, Trigger};
 
 /// How long the timer's run may take: inside `host.json`'s `functionTimeout` (one hour), with
 /// room to stop cleanly and answer the host.
@@ -21,12 +21,12 @@ const TIMER_BUDGET: Duration = Duration::from_secs(50 * 60);
 pub(super) async fn reconcile(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
     let Some(clerk) = &state.clerk else {
         let line = "reconcile is not configured: CLERK_SECRET_KEY is not set";
-        tracing::warn!("{line}");
+        tracing::warn!(event = "reconcile_not_configured", "{line}");
         return invocation(StatusCode::OK, vec![line.to_owned()]);
     };
     let Ok(_running) = state.reconciling.try_lock() else {
         let line = "a reconcile is already running on this instance; this invocation did nothing";
-        tracing::warn!("{line}");
+        tracing::warn!(event = "reconcile_already_running", "{line}");
         return invocation(StatusCode::OK, vec![line.to_owned()]);
     };
     let progress = LogProgress::default();
@@ -41,12 +41,12 @@ pub(super) async fn reconcile(State(state): State<Arc<AppState>>) -> (StatusCode
         },
     )
     .await;
-    run.log();
+    run.log(Trigger::Timer);
     let status = match run.report.complete {
         true => StatusCode::OK,
         false => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    invocation(status, run.summary())
+    invocation(status, run.summary(Trigger::Timer))
 }
 
 /// The host's `HttpScriptInvocationResult`: the timer has no outputs and no return value; the

@@ -13,14 +13,14 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 use tokio::time::{Instant, timeout_at};
 
-use super::AppState;
+use super::{AppState, invocation_id, log_answer, refused};
 use crate::clerk::ClerkEvent;
 use crate::error::ApiError;
 use crate::sync::apply::{self, Options, Tally};
 use crate::sync::decide::{Change, Outcome};
 use crate::sync::document::Source;
 use crate::sync::guard::Guard;
-use crate::sync::item::{ItemRef, Kind};
+use crate::sync::item::{ItemId, ItemRef, Kind};
 
 /// Clerk's payloads are a few KiB; 1 MiB leaves room and bounds what a sender can make us
 /// buffer.
@@ -37,25 +37,29 @@ enum Accepted {
     Ignored,
 }
 
-/// Facts about one delivery, gathered as it is handled and logged once at the end. Never the
-/// body, a name or an email.
+/// Facts about one delivery, gathered as it is handled and logged once at the end as the
+/// `delivery` event. Never the body, a name or an email.
 #[derive(Default)]
 struct DeliveryLog {
     event_id: Option<String>,
     event_type: Option<String>,
     item: Option<ItemRef>,
+    /// A membership upsert's organization and user.
+    parents: Option<[ItemId; 2]>,
     cascaded: u32,
     tally: Tally,
 }
 
 impl DeliveryLog {
-    /// The item's id under the field its kind is searched by: `user_id`, `organization_id` or
-    /// `membership_id`.
+    /// The id of `kind` the event names: its own item's, or a membership's organization or user.
     fn id_of(&self, kind: Kind) -> Option<&str> {
-        self.item
-            .as_ref()
-            .filter(|item| item.kind == kind)
-            .map(|item| item.id.as_str())
+        let own = self.item.as_ref().filter(|item| item.kind == kind);
+        let parent = match (kind, &self.parents) {
+            (Kind::Organization, Some([organization, _])) => Some(organization),
+            (Kind::User, Some([_, user])) => Some(user),
+            _ => None,
+        };
+        own.map(|item| &item.id).or(parent).map(ItemId::as_str)
     }
 }
 
@@ -67,27 +71,33 @@ pub(super) async fn webhook(
     let started = Instant::now();
     let mut log = DeliveryLog::default();
     let result = deliver(&state, &headers, body, started + DEADLINE, &mut log).await;
-    let (status, outcome) = match &result {
-        Ok(Accepted::Stored(Outcome::Applied)) => (StatusCode::OK, "applied".to_owned()),
+    let (status, outcome, reason) = match &result {
+        Ok(Accepted::Stored(Outcome::Applied)) => (StatusCode::OK, "applied", None),
         Ok(Accepted::Stored(Outcome::Skipped(reason))) => {
-            (StatusCode::OK, format!("skipped_{}", reason.as_str()))
+            (StatusCode::OK, "skipped", Some(reason.as_str()))
         }
-        Ok(Accepted::Ignored) => (StatusCode::OK, "ignored".to_owned()),
-        Err(error) => (error.status(), format!("refused: {error}")),
+        Ok(Accepted::Ignored) => (StatusCode::OK, "ignored", None),
+        Err(error) => (error.status(), refused(error.status()), Some(error.code())),
     };
-    tracing::info!(
+    log_answer!(
+        status,
+        event = "delivery",
+        invocation_id = invocation_id(&headers),
         event_id = log.event_id.as_deref(),
         event_type = log.event_type.as_deref(),
+        kind = log.item.as_ref().map(|item| item.kind.as_str()),
+        item_id = log.item.as_ref().map(|item| item.id.as_str()),
         user_id = log.id_of(Kind::User),
         organization_id = log.id_of(Kind::Organization),
         membership_id = log.id_of(Kind::Membership),
         outcome,
+        reason,
+        error = result.as_ref().err().map(ToString::to_string),
         status = status.as_u16(),
-        latency_ms = started.elapsed().as_millis() as u64,
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
         cascaded = log.cascaded,
         request_charge = log.tally.request_charge.0,
         round_trips = log.tally.round_trips,
-        "delivery"
     );
     match result {
         Ok(accepted) => (status, Json(accepted_body(accepted))).into_response(),
@@ -113,17 +123,9 @@ async fn deliver(
     log: &mut DeliveryLog,
 ) -> Result<Accepted, ApiError> {
     let body = read_body(headers, body, deadline).await?;
-    let event_id =
-        state
-            .verifier
-            .verify(headers, &body)
-            .map_err(|e| match e.is_unauthorized() {
-                true => ApiError::Unauthorized(e.to_string()),
-                false => ApiError::BadRequest(e.to_string()),
-            })?;
+    let event_id = state.verifier.verify(headers, &body)?;
     log.event_id = Some(event_id.clone());
-    let (event_type, event) =
-        ClerkEvent::parse(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let (event_type, event) = ClerkEvent::parse(&body)?;
     log.event_type = Some(event_type);
     let Some(change) = Change::from_event(&event) else {
         return Ok(Accepted::Ignored);
@@ -132,6 +134,7 @@ async fn deliver(
         kind: change.kind(),
         id: change.id().clone(),
     });
+    log.parents = change.parent_ids().map(|ids| ids.map(Clone::clone));
 
     let options = Options {
         source: Source::Webhook(&event_id),

@@ -27,7 +27,7 @@ use crate::sync::document::{Source, State};
 use crate::sync::item::{ItemId, ItemRef, Kind};
 
 pub use self::progress::{LogProgress, Phase, Progress};
-pub use self::report::{Counts, Report, Run, Stopped, plural};
+pub use self::report::{Counts, Report, Run, Stopped, Trigger, plural};
 
 /// Store writes in flight at once: enough to keep up with Clerk's pages, few enough not to
 /// throttle a serverless account.
@@ -79,6 +79,7 @@ async fn next_page(
 const ORDER: [Kind; 3] = [Kind::User, Kind::Organization, Kind::Membership];
 
 pub async fn reconcile(store: &dyn Store, clerk: &ClerkApi, settings: Settings<'_>) -> Run {
+    let (started, requests_before) = (Instant::now(), clerk.requests_made());
     let source = Source::Reconcile(OffsetDateTime::now_utc());
     let id = source.last_event_id();
     let mut run = Reconcile {
@@ -105,6 +106,8 @@ pub async fn reconcile(store: &dyn Store, clerk: &ClerkApi, settings: Settings<'
         report,
         stopped,
         request_charge,
+        duration: started.elapsed(),
+        clerk_requests: clerk.requests_made() - requests_before,
     }
 }
 

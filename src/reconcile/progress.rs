@@ -44,6 +44,17 @@ impl Progress for LogProgress {
             return;
         }
         *last = Instant::now();
-        tracing::info!(kind = plural(kind), ?phase, counts = %counts, "reconcile progress");
+        tracing::info!(
+            event = "reconcile_progress",
+            kind = plural(kind),
+            ?phase,
+            clerk = counts.clerk,
+            store = counts.store,
+            created = counts.created,
+            updated = counts.updated,
+            deleted = counts.deleted,
+            unchanged = counts.unchanged,
+            newer_in_store = counts.newer_in_store,
+        );
     }
 }

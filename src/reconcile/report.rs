@@ -1,14 +1,19 @@
 //! What a reconcile run reports: counts per kind (the SPEC's JSON object), whether it completed
-//! and why not, as a table's rows, the timer's log lines, and one log line of counts.
+//! and why not, as a table's rows, the timer's log lines, and the `reconcile` event: one log line
+//! whose counts are numbers a query can sum.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::Serialize;
+use serde_json::{Map, Value, json};
+use tracing::Level;
 
 use crate::clerk::api::ClerkApiError;
 use crate::store::{RequestCharge, StoreError};
 use crate::sync::apply::ApplyError;
 use crate::sync::item::Kind;
+use crate::telemetry::{Flatten, log_at};
 
 /// What one kind's sweep found and did (in a dry run, would do).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -114,11 +119,33 @@ pub struct Run {
     /// What its writes (reads and writes of `apply`) cost, in Cosmos request units; the scan of
     /// the store's states is not included.
     pub request_charge: RequestCharge,
+    pub duration: Duration,
+    /// Requests made to Clerk's Backend API, retries included.
+    pub clerk_requests: u64,
+}
+
+/// What started a run, as its `reconcile` event says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The `Reconcile` timer function.
+    Timer,
+    /// `handler reconcile`.
+    Command,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Timer => "timer",
+            Self::Command => "command",
+        }
+    }
 }
 
 impl Run {
-    /// One line for the run, then one per kind: the timer's invocation `Logs`.
-    pub fn summary(&self) -> Vec<String> {
+    /// One line for the run, then one per kind, then the `reconcile` event's fields as one JSON
+    /// object: the timer's invocation `Logs`, which the host records under the invocation.
+    pub fn summary(&self, trigger: Trigger) -> Vec<String> {
         let mode = if self.report.dry_run {
             " (dry run)"
         } else {
@@ -134,28 +161,72 @@ impl Run {
                 .iter()
                 .map(|&kind| format!("{}: {}", plural(kind), self.report.counts(kind))),
         );
+        let mut event = Map::from_iter([("event".to_owned(), json!("reconcile"))]);
+        event.extend(self.fields(trigger));
+        lines.push(Value::Object(event).to_string());
         lines
     }
 
-    /// The run's outcome as one log line of counts (never names or emails).
-    pub fn log(&self) {
-        let (users, organizations, memberships) = (
-            &self.report.users,
-            &self.report.organizations,
-            &self.report.memberships,
-        );
-        let stopped = self.stopped.as_ref().map(ToString::to_string);
-        tracing::info!(
-            run_id = %self.id,
-            dry_run = self.report.dry_run,
-            complete = self.report.complete,
-            stopped,
-            users = %users,
-            organizations = %organizations,
-            memberships = %memberships,
+    /// The `reconcile` event: information when the store was in step, a warning when the run
+    /// found drift (webhooks were missed), an error when it did not complete.
+    pub fn log(&self, trigger: Trigger) {
+        let level = match (&self.stopped, self.report.drift()) {
+            (Some(_), _) => Level::ERROR,
+            (None, 0) => Level::INFO,
+            (None, _) => Level::WARN,
+        };
+        let fields = self.fields(trigger);
+        log_at!(
+            level,
+            event = "reconcile",
+            flatten = %Flatten(&fields),
             "reconcile finished"
         );
     }
+
+    /// The event's fields: ids, flags and numbers, never names or emails; each kind's counts as
+    /// `<kind>_<count>` (`users_created`, `memberships_newer_in_store`, ...).
+    fn fields(&self, trigger: Trigger) -> Map<String, Value> {
+        let mut fields = Map::from_iter([
+            ("run_id".to_owned(), json!(self.id)),
+            ("trigger".to_owned(), json!(trigger.as_str())),
+            ("dry_run".to_owned(), json!(self.report.dry_run)),
+            ("complete".to_owned(), json!(self.report.complete)),
+            (
+                "stopped".to_owned(),
+                json!(self.stopped.as_ref().map(ToString::to_string)),
+            ),
+            (
+                "duration_ms".to_owned(),
+                json!(self.duration.as_secs_f64() * 1000.0),
+            ),
+            ("drift".to_owned(), json!(self.report.drift())),
+            ("request_charge".to_owned(), json!(self.request_charge.0)),
+            ("clerk_requests".to_owned(), json!(self.clerk_requests)),
+        ]);
+        for kind in Kind::ALL {
+            let counts = serde_json::to_value(self.report.counts(kind));
+            let Ok(Value::Object(counts)) = counts else {
+                unreachable!("Counts serializes to an object")
+            };
+            for (count, value) in counts {
+                fields.insert(format!("{}_{}", plural(kind), snake_case(&count)), value);
+            }
+        }
+        fields
+    }
+}
+
+/// `newerInStore` as `newer_in_store`: the report's JSON names as log field names.
+fn snake_case(camel: &str) -> String {
+    let mut snake = String::with_capacity(camel.len() + 4);
+    for c in camel.chars() {
+        if c.is_ascii_uppercase() {
+            snake.push('_');
+        }
+        snake.push(c.to_ascii_lowercase());
+    }
+    snake
 }
 
 /// How a kind is named in reports: the report's own field names.

@@ -163,7 +163,7 @@ impl Inner {
             .map_err(classify)?;
         *self.last_purge.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         if purged > 0 {
-            tracing::info!(purged, "removed expired tombstones from the local store");
+            tracing::info!(event = "local_store_purged", purged);
         }
         Ok(())
     }

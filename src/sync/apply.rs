@@ -187,6 +187,7 @@ impl Applier<'_> {
         };
         let exists = guard.still_exists(snapshot).await?;
         tracing::info!(
+            event = "resurrection_guard",
             item_id = %snapshot.id(),
             kind = %snapshot.kind(),
             exists,

@@ -1261,24 +1261,54 @@ fn delivery_logs_are_json_lines_without_personal_data_or_secrets() {
     let stdout = String::from_utf8(output.stdout).unwrap();
     let stderr = String::from_utf8(output.stderr).unwrap();
 
-    let lines: Vec<Value> = stdout
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
-        .collect();
+    // Information on stdout, warnings on stderr (where the Functions host gives them their
+    // level): every line of both is one JSON object with a level and an event name.
+    let parse = |text: &str| -> Vec<Value> {
+        text.lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+            .collect()
+    };
+    let (lines, warnings) = (parse(&stdout), parse(&stderr));
+    for line in lines.iter().chain(&warnings) {
+        assert!(
+            line["event"].is_string() && line["level"].is_string(),
+            "{line}"
+        );
+    }
     let line = lines
         .iter()
         .find(|line| line["event_id"] == header(&headers, "svix-id"))
         .unwrap_or_else(|| panic!("no line for the delivery in {stdout}"));
+    assert_eq!(line["event"], "delivery");
+    assert_eq!(line["level"], "INFO");
     assert_eq!(line["event_type"], "user.created");
+    assert_eq!(line["kind"], "user");
+    assert_eq!(line["item_id"], "user_logged");
     assert_eq!(line["user_id"], "user_logged");
     assert_eq!(line["outcome"], "applied");
+    assert_eq!(line["reason"], Value::Null);
     assert_eq!(line["status"], 200);
-    assert!(line["latency_ms"].is_u64(), "{line}");
-    let refused: Vec<_> = lines
+    assert!(line["latency_ms"].is_f64(), "{line}");
+    assert_eq!(line["round_trips"], 2);
+    let refused: Vec<_> = warnings
         .iter()
-        .filter(|l| l["status"] == 401 || l["status"] == 400)
+        .filter(|l| l["event"] == "delivery" && l["outcome"] == "refused")
+        .map(|l| {
+            (
+                l["level"].as_str(),
+                l["status"].as_u64(),
+                l["reason"].as_str(),
+            )
+        })
         .collect();
-    assert_eq!(refused.len(), 2, "{stdout}");
+    assert_eq!(
+        refused,
+        [
+            (Some("WARN"), Some(401), Some("unauthorized")),
+            (Some("WARN"), Some(400), Some("bad_request"))
+        ],
+        "{stderr}"
+    );
 
     for leak in personal
         .iter()

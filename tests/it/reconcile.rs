@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use handler::clerk::api::{ClerkApi, Timings};
-use handler::reconcile::{self, Counts, Phase, Progress, Report, Run, Settings, Stopped};
+use handler::reconcile::{self, Counts, Phase, Progress, Report, Run, Settings, Stopped, Trigger};
 use handler::store::Store;
 use handler::sync::document::{self, State};
 use handler::sync::item::{ItemId, Kind};
@@ -378,7 +378,7 @@ pub async fn a_run_out_of_time_stops_cleanly_and_deletes_nothing(store: Arc<dyn 
             .is_live(Kind::User)
     );
     assert_eq!(
-        out_of_time.summary()[0],
+        out_of_time.summary(Trigger::Command)[0],
         format!(
             "{}: incomplete, nothing deleted: its time budget ran out",
             out_of_time.id

@@ -172,6 +172,7 @@ async fn connect(target: Arc<Target>) -> Result<Arc<ContainerClient>, Failure> {
     match result {
         Ok(container) => {
             tracing::info!(
+                event = "cosmos_connected",
                 database = %target.database,
                 container = %target.container,
                 "connected to Cosmos DB"
@@ -181,9 +182,10 @@ async fn connect(target: Arc<Target>) -> Result<Arc<ContainerClient>, Failure> {
         Err(error) => {
             let failure = Failure::from(errors::classify("connect", &error));
             if failure.transient {
-                tracing::warn!(reason = %failure.reason, "cannot connect to Cosmos DB yet");
+                tracing::warn!(event = "cosmos_connect_failed", reason = %failure.reason, "cannot connect to Cosmos DB yet");
             } else {
                 tracing::error!(
+                    event = "cosmos_connect_failed",
                     reason = %failure.reason,
                     database = %target.database,
                     container = %target.container,
