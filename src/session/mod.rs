@@ -1,15 +1,19 @@
 //! Clerk session tokens: RS256 JWTs checked against the configured PEM key or the instance's JWK
-//! set (`jwks`, its cache), without a network call per request.
+//! set (`jwks`, its cache), without a network call per request, and judged as @clerk/backend
+//! judges them: the header's `typ`, the claims, then whether the session is still pending.
 
 mod jwks;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
+use serde_json::Value;
 
 use self::jwks::Jwks;
 pub use self::jwks::KEY_SET_MAX_AGE;
@@ -22,6 +26,9 @@ pub struct SessionSettings {
     pub authorized_parties: Vec<String>,
     /// What `iss` must equal, when set.
     pub issuer: Option<String>,
+    /// Accept sessions whose `sts` is `pending` (signed in, but a step such as choosing an
+    /// organization is still to do), which @clerk/backend treats as signed out by default.
+    pub allow_pending_sessions: bool,
 }
 
 /// Where the key that signs session tokens comes from.
@@ -46,6 +53,11 @@ impl std::fmt::Debug for SessionKey {
 /// Clerk signs with RS256 only. Configuration decides this, never the token's header: trusting
 /// the header is how `none` and HS256-keyed-with-the-public-key forgeries get in.
 const ALGORITHM: Algorithm = Algorithm::RS256;
+/// The header `typ` of a session token. @clerk/backend's `assertHeaderType` compares it
+/// exactly, so `jwt` is refused as `at+jwt` (an OAuth access token) is.
+const SESSION_TOKEN_TYPE: &str = "JWT";
+/// The `sts` of a session that has not finished signing in.
+const PENDING: &str = "pending";
 /// Clock skew allowed on `exp`, `nbf` and `iat`, as @clerk/backend allows by default.
 const LEEWAY_SECONDS: u64 = 5;
 /// Clerk's tokens are about 1 KB; anything far larger is not one, and is not worth parsing.
@@ -84,6 +96,7 @@ pub struct SessionVerifier {
     keys: KeySource,
     validation: Validation,
     authorized_parties: Vec<String>,
+    allow_pending_sessions: bool,
 }
 
 enum KeySource {
@@ -115,6 +128,7 @@ impl SessionVerifier {
             keys,
             validation,
             authorized_parties: settings.authorized_parties.clone(),
+            allow_pending_sessions: settings.allow_pending_sessions,
         }
     }
 
@@ -144,6 +158,7 @@ impl SessionVerifier {
             // RFC 7515: a recipient must refuse extensions it does not understand.
             return Err(invalid("token header lists critical extensions"));
         }
+        check_type(token)?;
         let kid = header.kid.as_deref();
         let key = match &self.keys {
             // Clerk's PEM is the instance's one signing key, whatever kid the token names.
@@ -158,7 +173,8 @@ impl SessionVerifier {
         Ok(session)
     }
 
-    /// What jsonwebtoken's `Validation` does not cover: `azp`, `iat` and the shape of `sub`.
+    /// What jsonwebtoken's `Validation` does not cover: `azp`, `iat`, the shape of `sub`, and
+    /// whether the session is pending.
     fn check_claims(&self, claims: Claims) -> Result<Session, SessionError> {
         // A token without `azp` is refused too, as current @clerk/backend does once authorized
         // parties are configured: `azp` is what stops another site's token from being replayed.
@@ -177,6 +193,14 @@ impl SessionVerifier {
         if !is_user_id(&sub) {
             return Err(invalid("token sub is not a Clerk user id"));
         }
+        // As @clerk/backend's `treatPendingAsSignedOut` (on by default): the user has signed in,
+        // but a step such as choosing an organization is still to do.
+        let pending = claims.sts.as_ref().and_then(Value::as_str) == Some(PENDING);
+        if pending && !self.allow_pending_sessions {
+            return Err(invalid(
+                "the session is pending (sts): signing in is not finished",
+            ));
+        }
         Ok(Session {
             user_id: sub,
             session_id: claims.sid,
@@ -191,6 +215,28 @@ struct Claims {
     azp: Option<String>,
     sid: Option<String>,
     iat: Option<u64>,
+    /// Any JSON: only the string `pending` means anything here, as in @clerk/backend.
+    sts: Option<Value>,
+}
+
+/// The header's `typ` as @clerk/backend's `assertHeaderType` judges it by default: absent is
+/// fine; present, it must be exactly `JWT`. Clerk signs other tokens with the instance's key
+/// too (OAuth access tokens are `at+jwt`), and they are not sessions. Read from the raw header,
+/// where jsonwebtoken's `Header` would take `"typ": null` for no `typ` at all.
+fn check_type(token: &str) -> Result<(), SessionError> {
+    let (header, _) = token.split_once('.').unwrap_or_default();
+    let header: serde_json::Map<String, Value> = URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()
+        .and_then(|json| serde_json::from_slice(&json).ok())
+        .ok_or_else(|| invalid("token header is malformed"))?;
+    match header.get("typ") {
+        None => Ok(()),
+        Some(Value::String(typ)) if typ == SESSION_TOKEN_TYPE => Ok(()),
+        Some(_) => Err(invalid(
+            "token typ is not JWT: not a session token (an OAuth access token is at+jwt)",
+        )),
+    }
 }
 
 /// `user_` and then characters Clerk ids are made of, which also keeps the id safe in a URL path
@@ -354,6 +400,7 @@ pub(crate) mod tests {
             key: pem(&test_key().public_pem),
             authorized_parties: vec![PARTY.into(), "http://localhost:3000".into()],
             issuer: issuer.map(str::to_owned),
+            allow_pending_sessions: false,
         }
     }
 
@@ -393,6 +440,7 @@ pub(crate) mod tests {
             key: pem(&one_line),
             authorized_parties: vec![PARTY.into()],
             issuer: None,
+            allow_pending_sessions: false,
         });
         verify(&verifier, &sign(&claims())).await.unwrap();
     }
@@ -434,6 +482,49 @@ pub(crate) mod tests {
             let refusal = refused(verify(&verifier, &sign(&with(case.clone()))).await);
             assert!(refusal.contains(reason), "{case}: {refusal}");
         }
+    }
+
+    #[test]
+    fn typ_is_judged_as_clerk_backend_does_absent_or_exactly_jwt() {
+        let token =
+            |header: Value| format!("{}.e30.c2ln", URL_SAFE_NO_PAD.encode(header.to_string()));
+        for accepted in [
+            json!({"alg": "RS256"}),
+            json!({"alg": "RS256", "typ": "JWT"}),
+        ] {
+            assert!(check_type(&token(accepted.clone())).is_ok(), "{accepted}");
+        }
+        for typ in [
+            json!("at+jwt"),
+            json!("application/at+jwt"),
+            json!("jwt"),
+            json!("Jwt"),
+            json!("JWT "),
+            json!(""),
+            Value::Null,
+            json!(1),
+            json!(["JWT"]),
+        ] {
+            let refusal = refused(check_type(&token(json!({"alg": "RS256", "typ": typ}))));
+            assert!(refusal.contains("typ is not JWT"), "{typ}: {refusal}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pending_session_is_refused_unless_allowed() {
+        let pending = sign(&with(json!({"sts": "pending"})));
+        let refusal = refused(verify(&verifier(None), &pending).await);
+        assert!(refusal.contains("pending"), "{refusal}");
+        // Only the string `pending` is: other statuses, and none at all (v1 tokens), are not.
+        for sts in [json!("active"), json!("Pending"), json!(null), json!(1)] {
+            let token = sign(&with(json!({"sts": sts})));
+            verify(&verifier(None), &token).await.unwrap();
+        }
+        let allowing = SessionVerifier::new(&SessionSettings {
+            allow_pending_sessions: true,
+            ..settings(None)
+        });
+        verify(&allowing, &pending).await.unwrap();
     }
 
     #[test]
