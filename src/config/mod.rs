@@ -38,6 +38,7 @@ pub const CLERK_JWT_KEY: &str = "CLERK_JWT_KEY";
 pub const CLERK_JWKS_URL: &str = "CLERK_JWKS_URL";
 pub const CLERK_AUTHORIZED_PARTIES: &str = "CLERK_AUTHORIZED_PARTIES";
 pub const CLERK_ISSUER: &str = "CLERK_ISSUER";
+pub const CLERK_ALLOW_PENDING_SESSIONS: &str = "CLERK_ALLOW_PENDING_SESSIONS";
 
 pub const DEFAULT_PORT: u16 = 7071;
 pub const DEFAULT_BIND: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -422,6 +423,42 @@ mod tests {
         assert_eq!(errors.0.len(), 1);
         assert!(errors.0[0].problem.contains("private key"), "{errors}");
         assert!(!errors.to_string().contains("TUlJ"), "{errors}");
+    }
+
+    #[test]
+    fn pending_sessions_are_refused_unless_set_to_true() {
+        let pem = crate::session::tests::test_key().public_pem.as_str();
+        let configured = [
+            (CLERK_JWT_KEY, pem),
+            (CLERK_AUTHORIZED_PARTIES, "https://app.example.com"),
+        ];
+        let allows = |value: Option<&str>| {
+            let mut pairs = configured.to_vec();
+            pairs.extend(value.map(|value| (CLERK_ALLOW_PENDING_SESSIONS, value)));
+            serve(&pairs)
+                .unwrap()
+                .session
+                .unwrap()
+                .allow_pending_sessions
+        };
+        assert!(!allows(None));
+        assert!(!allows(Some("")), "empty is unset");
+        assert!(!allows(Some("false")));
+        assert!(allows(Some("true")));
+        assert!(allows(Some(" TRUE ")));
+        for value in ["yes", "1", "on", "ture", "true,"] {
+            let mut pairs = configured.to_vec();
+            pairs.push((CLERK_ALLOW_PENDING_SESSIONS, value));
+            let errors = serve(&pairs).unwrap_err();
+            assert_eq!(errors.0.len(), 1, "{value}: {errors}");
+            assert_eq!(errors.0[0].variable, CLERK_ALLOW_PENDING_SESSIONS);
+            assert!(errors.0[0].problem.contains("true or false"), "{errors}");
+        }
+        // Checked even while SyncMe is not configured, so that the typo shows at once.
+        assert_eq!(
+            problems(serve(&[(CLERK_ALLOW_PENDING_SESSIONS, "yes")])),
+            [CLERK_ALLOW_PENDING_SESSIONS]
+        );
     }
 
     #[test]

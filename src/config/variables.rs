@@ -20,12 +20,28 @@ pub(super) fn session_settings(env: &Env, problems: &mut Problems) -> Option<Ses
     let jwks = problems.take(jwks_url(env)).flatten();
     let authorized_parties = problems.take(authorized_parties(env)).flatten();
     let issuer = problems.take(issuer(env)).flatten();
+    let allow_pending_sessions = problems.take(allow_pending_sessions(env));
     Some(SessionSettings {
         // The PEM wins: with it no token waits on a network call.
         key: pem.or(jwks.map(SessionKey::Jwks))?,
         authorized_parties: authorized_parties?,
         issuer,
+        allow_pending_sessions: allow_pending_sessions?,
     })
+}
+
+/// `true` or `false`, in any case; unset is `false`, as @clerk/backend treats a pending session
+/// as signed out unless told otherwise. Anything else is refused rather than guessed at.
+pub(super) fn allow_pending_sessions(env: &Env) -> Result<bool, ConfigError> {
+    match env.get(CLERK_ALLOW_PENDING_SESSIONS)? {
+        None => Ok(false),
+        Some(value) if value.eq_ignore_ascii_case("true") => Ok(true),
+        Some(value) if value.eq_ignore_ascii_case("false") => Ok(false),
+        Some(other) => Err(ConfigError {
+            variable: CLERK_ALLOW_PENDING_SESSIONS,
+            problem: format!("must be true or false, not {other:?}"),
+        }),
+    }
 }
 
 pub(super) fn session_pem(env: &Env) -> Result<Option<SessionKey>, ConfigError> {

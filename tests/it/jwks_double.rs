@@ -179,6 +179,12 @@ impl TokenBuilder {
         self
     }
 
+    /// Leaves a header parameter out (`typ`, say); `alg` is still added when signing.
+    pub fn without_header(mut self, name: &str) -> Self {
+        self.header.remove(name);
+        self
+    }
+
     pub fn claim(mut self, name: &str, value: impl Into<Value>) -> Self {
         self.claims.insert(name.to_owned(), value.into());
         self

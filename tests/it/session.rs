@@ -1,5 +1,6 @@
 //! Session-token verification against the PEM key and against the JWK set double: honest tokens,
-//! the checks on each claim, forgeries, and how the key set is fetched, refetched and shared.
+//! the checks on the header and each claim, pending sessions, forgeries, and how the key set is
+//! fetched, refetched and shared.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ fn settings(key: SessionKey) -> SessionSettings {
         key,
         authorized_parties: vec!["http://localhost:3000".into(), PARTY.into()],
         issuer: Some(ISSUER.into()),
+        allow_pending_sessions: false,
     }
 }
 
@@ -157,6 +159,76 @@ async fn azp_must_be_an_authorized_party_and_present() {
         assert_invalid(verify(&verifier, &token).await);
     }
     assert_invalid(verify(&verifier, &TokenBuilder::new().without("azp").sign(&key)).await);
+}
+
+#[tokio::test]
+async fn a_pending_session_is_refused_unless_pending_sessions_are_allowed() {
+    let key = TestKey::generate("ins_pending");
+    let double = JwksDouble::start(&[&key]).await;
+    let pending = TokenBuilder::new().claim("sts", "pending").sign(&key);
+    for verifier in [pem_verifier(&key), jwks_verifier(&double)] {
+        assert_invalid(verify(&verifier, &pending).await);
+        // The honest builder's `active`, another status, and none at all (v1 tokens) pass.
+        for token in [
+            TokenBuilder::new().sign(&key),
+            TokenBuilder::new().claim("sts", "expired").sign(&key),
+            TokenBuilder::new().without("sts").sign(&key),
+        ] {
+            assert_eq!(verify(&verifier, &token).await.unwrap(), clerk_session());
+        }
+    }
+
+    let allowing = |key: SessionKey| {
+        SessionVerifier::new(&SessionSettings {
+            allow_pending_sessions: true,
+            ..settings(key)
+        })
+    };
+    let pem = SessionKey::Pem(Arc::new(pem_key(key.public_pem()).unwrap()));
+    for verifier in [allowing(pem), allowing(SessionKey::Jwks(double.url()))] {
+        assert_eq!(verify(&verifier, &pending).await.unwrap(), clerk_session());
+        // Allowing pending sessions lets nothing else through.
+        let foreign = TokenBuilder::new()
+            .claim("sts", "pending")
+            .claim("azp", "https://evil.example")
+            .sign(&key);
+        assert_invalid(verify(&verifier, &foreign).await);
+    }
+}
+
+#[tokio::test]
+async fn typ_must_be_absent_or_exactly_jwt_as_clerk_backend_checks_it() {
+    let key = TestKey::generate("ins_typ");
+    let double = JwksDouble::start(&[&key]).await;
+    for verifier in [pem_verifier(&key), jwks_verifier(&double)] {
+        for token in [
+            TokenBuilder::new().header("typ", "JWT").sign(&key),
+            TokenBuilder::new().without_header("typ").sign(&key),
+        ] {
+            assert_eq!(verify(&verifier, &token).await.unwrap(), clerk_session());
+        }
+    }
+    let fetched = double.fetches();
+    // OAuth access tokens (RFC 9068) are signed with the instance's key too; @clerk/backend
+    // compares `typ` exactly, so `jwt` is refused with them.
+    let others = [
+        json!("at+jwt"),
+        json!("application/at+jwt"),
+        json!("jwt"),
+        json!(""),
+        json!(null),
+    ];
+    for verifier in [pem_verifier(&key), jwks_verifier(&double)] {
+        for typ in &others {
+            let token = TokenBuilder::new().header("typ", typ.clone()).sign(&key);
+            assert_invalid(verify(&verifier, &token).await);
+        }
+    }
+    assert_eq!(
+        double.fetches(),
+        fetched,
+        "a refused typ never costs a key fetch"
+    );
 }
 
 #[tokio::test]

@@ -1,13 +1,15 @@
 //! `POST /api/me/sync` through the built binary, as the Functions host forwards it: session tokens
-//! honest, expired, foreign and forged; users stored, new, deleted and unknown to Clerk; Clerk and
-//! the key set unavailable; many calls at once; and the endpoint left unconfigured.
+//! honest, expired, foreign, forged and pending, and tokens that are not sessions; users stored,
+//! new, deleted and unknown to Clerk; Clerk and the key set unavailable; many calls at once; and
+//! the endpoint left unconfigured or misconfigured.
 //!
 //! Assertions are on what a caller and the store see (statuses, headers, bodies, documents) and on
 //! the requests the Clerk and JWKS doubles received, never on log text.
 
 use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use handler::store::local::LocalStore;
 use handler::store::{Condition, Store};
@@ -63,6 +65,11 @@ struct SyncMeApp {
 impl SyncMeApp {
     /// Session tokens signed by a fresh key, checked by `source`, with `CLERK_ISSUER` set.
     async fn start(source: KeySource) -> Self {
+        Self::start_with(source, &[]).await
+    }
+
+    /// As `start`, with `extra` settings too.
+    async fn start_with(source: KeySource, extra: &[(&'static str, &str)]) -> Self {
         let key = TestKey::generate("ins_sync_me");
         let clerk = ClerkApiDouble::start(KEY).await;
         let jwks = match source {
@@ -82,6 +89,11 @@ impl SyncMeApp {
             ),
             ("CLERK_ISSUER", ISSUER.to_owned()),
         ]);
+        env.extend(
+            extra
+                .iter()
+                .map(|(name, value)| (*name, (*value).to_owned())),
+        );
         let app = start(&env).await;
         Self {
             app,
@@ -648,4 +660,137 @@ async fn not_configured_is_404_saying_what_is_missing() {
     assert!(error.contains("not configured"), "{error}");
     assert!(error.contains("CLERK_SECRET_KEY"), "{error}");
     assert_eq!(answer.www_authenticate, None);
+}
+
+/// 401 with `WWW-Authenticate: Bearer error="invalid_token"` and an error body.
+#[track_caller]
+fn assert_invalid_token(name: &str, answer: &Answer) {
+    assert_eq!(answer.status, 401, "{name}: {answer:?}");
+    assert_eq!(
+        answer.www_authenticate.as_deref(),
+        Some("Bearer error=\"invalid_token\""),
+        "{name}: {answer:?}"
+    );
+    assert_error_body(answer);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_sessions_and_tokens_that_are_not_sessions_are_401_invalid_token() {
+    for source in [KeySource::Pem, KeySource::Jwks] {
+        let sync_me = SyncMeApp::start(source).await;
+        // Clerk has the user: any token let through would store it.
+        sync_me.clerk.put(clerk_user(USER_ID, recent()));
+        let key = &sync_me.key;
+        let refused = [
+            (
+                "sts pending",
+                TokenBuilder::new().claim("sts", "pending").sign(key),
+            ),
+            (
+                "typ at+jwt",
+                TokenBuilder::new().header("typ", "at+jwt").sign(key),
+            ),
+            (
+                "typ application/at+jwt",
+                TokenBuilder::new()
+                    .header("typ", "application/at+jwt")
+                    .sign(key),
+            ),
+            // @clerk/backend compares typ exactly.
+            (
+                "typ jwt",
+                TokenBuilder::new().header("typ", "jwt").sign(key),
+            ),
+            ("no azp", TokenBuilder::new().without("azp").sign(key)),
+            ("empty azp", TokenBuilder::new().claim("azp", "").sign(key)),
+        ];
+        for (name, token) in &refused {
+            let answer = sync_me.sync(token).await;
+            assert_invalid_token(&format!("{source:?}, {name}"), &answer);
+        }
+        assert_eq!(sync_me.clerk.request_count(), 0, "{source:?}");
+        assert!(sync_me.app.users_list().is_empty(), "{source:?}");
+
+        // A token without typ is a session token as much as one with `JWT`.
+        let no_typ = TokenBuilder::new().without_header("typ").sign(key);
+        let answer = sync_me.sync(&no_typ).await;
+        assert_eq!(
+            (answer.status, &answer.body["status"]),
+            (200, &json!("applied")),
+            "{source:?}: {answer:?}"
+        );
+        let answer = sync_me
+            .sync(&TokenBuilder::new().header("typ", "JWT").sign(key))
+            .await;
+        assert_eq!(
+            (answer.status, &answer.body["status"]),
+            (200, &json!("present")),
+            "{source:?}: {answer:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_session_is_served_when_pending_sessions_are_allowed() {
+    let sync_me =
+        SyncMeApp::start_with(KeySource::Pem, &[("CLERK_ALLOW_PENDING_SESSIONS", "true")]).await;
+    sync_me.clerk.put(clerk_user(USER_ID, recent()));
+    let key = &sync_me.key;
+    let pending = TokenBuilder::new().claim("sts", "pending");
+
+    // Only the pending status is let through: the other refusals stand.
+    for (name, token) in [
+        (
+            "typ at+jwt",
+            pending.clone().header("typ", "at+jwt").sign(key),
+        ),
+        ("no azp", pending.clone().without("azp").sign(key)),
+    ] {
+        assert_invalid_token(name, &sync_me.sync(&token).await);
+    }
+    assert_eq!(sync_me.clerk.request_count(), 0);
+
+    let answer = sync_me.sync(&pending.sign(key)).await;
+    assert_eq!(
+        (answer.status, &answer.body["status"]),
+        (200, &json!("applied")),
+        "{answer:?}"
+    );
+    assert_user_view(&answer.body["user"]);
+    assert_eq!(sync_me.user_fetches(USER_ID), 1);
+}
+
+#[test]
+fn allow_pending_sessions_other_than_true_or_false_stops_startup_in_one_line() {
+    let dir = tempfile::TempDir::new().unwrap();
+    for value in ["yes", "1", "on"] {
+        // Nothing inherited, and a store and port of its own should startup get that far.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_handler"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("CLERK_WEBHOOK_SIGNING_SECRET", crate::fixtures::SECRET)
+            .env("LOCAL_STORE_PATH", dir.path().join("users.sqlite3"))
+            .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
+            .env("CLERK_ALLOW_PENDING_SESSIONS", value)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > Duration::from_secs(20) {
+                child.kill().unwrap();
+                panic!("{value}: still running; the setting was not refused");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(!output.status.success(), "{value}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{value}: {stderr}");
+        assert!(
+            stderr.contains("CLERK_ALLOW_PENDING_SESSIONS"),
+            "{value}: {stderr}"
+        );
+    }
 }

@@ -1,15 +1,22 @@
 //! Clerk session tokens: RS256 JWTs checked against the configured PEM key or the instance's JWK
-//! set, without a network call per request.
+//! set (`jwks`, its cache), without a network call per request, and judged as @clerk/backend
+//! judges them: the header's `typ`, the claims, then whether the session is still pending.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+mod jwks;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
+use serde_json::Value;
+
+use self::jwks::Jwks;
+pub use self::jwks::KEY_SET_MAX_AGE;
 
 /// Clerk session-token verification, for `SyncMe`.
 #[derive(Debug, Clone)]
@@ -19,6 +26,9 @@ pub struct SessionSettings {
     pub authorized_parties: Vec<String>,
     /// What `iss` must equal, when set.
     pub issuer: Option<String>,
+    /// Accept sessions whose `sts` is `pending` (signed in, but a step such as choosing an
+    /// organization is still to do), which @clerk/backend treats as signed out by default.
+    pub allow_pending_sessions: bool,
 }
 
 /// Where the key that signs session tokens comes from.
@@ -43,23 +53,15 @@ impl std::fmt::Debug for SessionKey {
 /// Clerk signs with RS256 only. Configuration decides this, never the token's header: trusting
 /// the header is how `none` and HS256-keyed-with-the-public-key forgeries get in.
 const ALGORITHM: Algorithm = Algorithm::RS256;
+/// The header `typ` of a session token. @clerk/backend's `assertHeaderType` compares it
+/// exactly, so `jwt` is refused as `at+jwt` (an OAuth access token) is.
+const SESSION_TOKEN_TYPE: &str = "JWT";
+/// The `sts` of a session that has not finished signing in.
+const PENDING: &str = "pending";
 /// Clock skew allowed on `exp`, `nbf` and `iat`, as @clerk/backend allows by default.
 const LEEWAY_SECONDS: u64 = 5;
 /// Clerk's tokens are about 1 KB; anything far larger is not one, and is not worth parsing.
 const MAX_TOKEN_LEN: usize = 16 * 1024;
-/// An unknown `kid` refetches the key set at most this often, so that tokens with made-up kids
-/// cannot turn into a flood of requests to Clerk.
-const REFETCH_INTERVAL: Duration = Duration::from_secs(60);
-/// After a failed fetch, it is not tried again for this long: with nothing cached callers are
-/// answered "unavailable" meanwhile, with a cached set they are checked against it.
-const RETRY_FAILED_FETCH_AFTER: Duration = Duration::from_secs(1);
-/// How long a fetched key set is trusted before the next token refreshes it, as @clerk/backend
-/// caches it: a key Clerk stops publishing is refused within this long, without a restart.
-pub const KEY_SET_MAX_AGE: Duration = Duration::from_secs(5 * 60);
-/// The fetch runs inside a request that must be answered within 10 s.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
-/// A JWK set holds a few keys; a larger answer is not one.
-const MAX_JWKS_BYTES: usize = 256 * 1024;
 const USER_ID_PREFIX: &str = "user_";
 /// Cosmos DB's limit on an item id, in bytes.
 const MAX_USER_ID_LEN: usize = 255;
@@ -94,6 +96,7 @@ pub struct SessionVerifier {
     keys: KeySource,
     validation: Validation,
     authorized_parties: Vec<String>,
+    allow_pending_sessions: bool,
 }
 
 enum KeySource {
@@ -107,7 +110,7 @@ impl SessionVerifier {
     pub fn new(settings: &SessionSettings) -> Self {
         let keys = match &settings.key {
             SessionKey::Pem(key) => KeySource::Pem(Arc::clone(key)),
-            SessionKey::Jwks(url) => KeySource::Jwks(Jwks::new(url, KEY_SET_MAX_AGE)),
+            SessionKey::Jwks(url) => KeySource::Jwks(Jwks::new(url)),
         };
         let mut validation = Validation::new(ALGORITHM);
         validation.leeway = LEEWAY_SECONDS;
@@ -125,6 +128,7 @@ impl SessionVerifier {
             keys,
             validation,
             authorized_parties: settings.authorized_parties.clone(),
+            allow_pending_sessions: settings.allow_pending_sessions,
         }
     }
 
@@ -133,7 +137,7 @@ impl SessionVerifier {
     #[doc(hidden)]
     pub fn with_key_set_max_age(mut self, max_age: Duration) -> Self {
         if let KeySource::Jwks(jwks) = &mut self.keys {
-            jwks.max_age = max_age;
+            jwks.set_max_age(max_age);
         }
         self
     }
@@ -154,6 +158,7 @@ impl SessionVerifier {
             // RFC 7515: a recipient must refuse extensions it does not understand.
             return Err(invalid("token header lists critical extensions"));
         }
+        check_type(token)?;
         let kid = header.kid.as_deref();
         let key = match &self.keys {
             // Clerk's PEM is the instance's one signing key, whatever kid the token names.
@@ -168,7 +173,8 @@ impl SessionVerifier {
         Ok(session)
     }
 
-    /// What jsonwebtoken's `Validation` does not cover: `azp`, `iat` and the shape of `sub`.
+    /// What jsonwebtoken's `Validation` does not cover: `azp`, `iat`, the shape of `sub`, and
+    /// whether the session is pending.
     fn check_claims(&self, claims: Claims) -> Result<Session, SessionError> {
         // A token without `azp` is refused too, as current @clerk/backend does once authorized
         // parties are configured: `azp` is what stops another site's token from being replayed.
@@ -187,6 +193,14 @@ impl SessionVerifier {
         if !is_user_id(&sub) {
             return Err(invalid("token sub is not a Clerk user id"));
         }
+        // As @clerk/backend's `treatPendingAsSignedOut` (on by default): the user has signed in,
+        // but a step such as choosing an organization is still to do.
+        let pending = claims.sts.as_ref().and_then(Value::as_str) == Some(PENDING);
+        if pending && !self.allow_pending_sessions {
+            return Err(invalid(
+                "the session is pending (sts): signing in is not finished",
+            ));
+        }
         Ok(Session {
             user_id: sub,
             session_id: claims.sid,
@@ -201,6 +215,28 @@ struct Claims {
     azp: Option<String>,
     sid: Option<String>,
     iat: Option<u64>,
+    /// Any JSON: only the string `pending` means anything here, as in @clerk/backend.
+    sts: Option<Value>,
+}
+
+/// The header's `typ` as @clerk/backend's `assertHeaderType` judges it by default: absent is
+/// fine; present, it must be exactly `JWT`. Clerk signs other tokens with the instance's key
+/// too (OAuth access tokens are `at+jwt`), and they are not sessions. Read from the raw header,
+/// where jsonwebtoken's `Header` would take `"typ": null` for no `typ` at all.
+fn check_type(token: &str) -> Result<(), SessionError> {
+    let (header, _) = token.split_once('.').unwrap_or_default();
+    let header: serde_json::Map<String, Value> = URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()
+        .and_then(|json| serde_json::from_slice(&json).ok())
+        .ok_or_else(|| invalid("token header is malformed"))?;
+    match header.get("typ") {
+        None => Ok(()),
+        Some(Value::String(typ)) if typ == SESSION_TOKEN_TYPE => Ok(()),
+        Some(_) => Err(invalid(
+            "token typ is not JWT: not a session token (an OAuth access token is at+jwt)",
+        )),
+    }
 }
 
 /// `user_` and then characters Clerk ids are made of, which also keeps the id safe in a URL path
@@ -277,305 +313,6 @@ pub fn pem_key(pem: &str) -> Result<DecodingKey, String> {
     // `from_rsa_pem` only unwraps the PEM; having aws-lc read the key out of it proves it usable.
     Jwk::from_decoding_key(&key, Some(ALGORITHM)).map_err(|_| not_rsa())?;
     Ok(key)
-}
-
-/// The JWK set at `CLERK_JWKS_URL`, fetched on first use and cached for `max_age`, then refreshed
-/// by the next token that needs it. Fetches are single-flight: callers that need a fetch under
-/// way wait for it and share its outcome; callers whose key is in a cached set due for refresh
-/// are checked against it rather than wait for the refresh another caller makes.
-struct Jwks {
-    url: String,
-    /// How long a fetched set is trusted before it is refreshed.
-    max_age: Duration,
-    /// `None` until a fetch succeeds. Read without waiting on a fetch in progress.
-    keys: RwLock<Option<Arc<Cached>>>,
-    /// Fetches completed, successful or not: tells a caller that waited whether one happened.
-    fetches: AtomicU64,
-    fetch: tokio::sync::Mutex<FetchState>,
-}
-
-/// The latest key set fetched, and when it is next due for a refresh.
-struct Cached {
-    keys: Arc<KeySet>,
-    /// `max_age` after the fetch; after a failed refresh, when to try again.
-    refresh_at: Instant,
-}
-
-#[derive(Default)]
-struct FetchState {
-    /// Built on the first fetch, so that construction stays free of I/O.
-    client: Option<reqwest::Client>,
-    /// When an unknown `kid` last caused a fetch.
-    last_refetch: Option<Instant>,
-    /// When and why the latest fetch failed, if it did.
-    failure: Option<(Instant, String)>,
-}
-
-impl Jwks {
-    fn new(url: &str, max_age: Duration) -> Self {
-        Self {
-            url: url.to_owned(),
-            max_age,
-            keys: RwLock::new(None),
-            fetches: AtomicU64::new(0),
-            fetch: tokio::sync::Mutex::new(FetchState::default()),
-        }
-    }
-
-    fn cached(&self) -> Option<Arc<Cached>> {
-        self.keys
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-    }
-
-    fn set_cached(&self, cached: Cached) {
-        *self
-            .keys
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Arc::new(cached));
-    }
-
-    async fn key(&self, kid: Option<&str>) -> Result<Arc<DecodingKey>, SessionError> {
-        // Read before the cache: a fetch completing after this is seen as a changed count.
-        let seen = self.fetches.load(Ordering::Acquire);
-        let mut state = match self.cached() {
-            None => self.fetch.lock().await,
-            Some(cached) => {
-                let lookup = cached.keys.find(kid);
-                if Instant::now() < cached.refresh_at {
-                    match lookup {
-                        Lookup::Found(key) => return Ok(key),
-                        // Only an unknown kid can be cured by refetching.
-                        Lookup::NoKid(count) => return Err(no_kid(count)),
-                        Lookup::Unknown => self.fetch.lock().await,
-                    }
-                } else {
-                    // Due for a refresh. One caller makes it; while it runs, the others are
-                    // checked against the set it replaces rather than queue behind a fetch
-                    // that may take seconds.
-                    match (self.fetch.try_lock(), lookup) {
-                        (Ok(state), _) => state,
-                        (Err(_), Lookup::Found(key)) => return Ok(key),
-                        (Err(_), Lookup::NoKid(count)) => return Err(no_kid(count)),
-                        (Err(_), Lookup::Unknown) => self.fetch.lock().await,
-                    }
-                }
-            }
-        };
-        if self.fetches.load(Ordering::Acquire) != seen {
-            // A fetch completed while we waited: its outcome is ours too.
-            return self.after_fetch(kid, &state);
-        }
-        let cached = self.cached();
-        match &cached {
-            // Due for a refresh (or for a retry of a failed one): fetch, whatever the kid.
-            Some(cached) if Instant::now() >= cached.refresh_at => {}
-            // An unknown kid in a current set.
-            Some(_) => {
-                if state
-                    .last_refetch
-                    .is_some_and(|at| at.elapsed() < REFETCH_INTERVAL)
-                {
-                    tracing::debug!(kid, "unknown kid; key set refetched less than a minute ago");
-                    return Err(unknown_kid());
-                }
-                state.last_refetch = Some(Instant::now());
-            }
-            None => {
-                if let Some((at, problem)) = &state.failure
-                    && at.elapsed() < RETRY_FAILED_FETCH_AFTER
-                {
-                    return Err(SessionError::KeysUnavailable(problem.clone()));
-                }
-            }
-        }
-        match self.download(&mut state).await {
-            Ok(keys) => {
-                tracing::debug!(keys = keys.by_kid.len(), "fetched the Clerk JWK set");
-                self.set_cached(Cached {
-                    keys: Arc::new(keys),
-                    refresh_at: Instant::now() + self.max_age,
-                });
-                state.failure = None;
-            }
-            Err(problem) => {
-                match cached {
-                    // The keys already fetched stay trusted; the refresh is tried again later.
-                    Some(cached) => {
-                        tracing::warn!(
-                            %problem,
-                            "could not refresh the Clerk JWK set; keeping the keys fetched before"
-                        );
-                        if Instant::now() >= cached.refresh_at {
-                            self.set_cached(Cached {
-                                keys: Arc::clone(&cached.keys),
-                                refresh_at: Instant::now() + RETRY_FAILED_FETCH_AFTER,
-                            });
-                        }
-                    }
-                    None => tracing::warn!(%problem, "could not fetch the Clerk JWK set"),
-                }
-                state.failure = Some((Instant::now(), problem));
-            }
-        }
-        self.fetches.fetch_add(1, Ordering::Release);
-        self.after_fetch(kid, &state)
-    }
-
-    /// The answer once the latest fetch is known, whoever made it: against the set it fetched,
-    /// or, when it failed, against the set fetched before, if any.
-    fn after_fetch(
-        &self,
-        kid: Option<&str>,
-        state: &FetchState,
-    ) -> Result<Arc<DecodingKey>, SessionError> {
-        let failure = || {
-            state
-                .failure
-                .as_ref()
-                .map(|(_, problem)| SessionError::KeysUnavailable(problem.clone()))
-        };
-        match self.cached().map(|cached| cached.keys.find(kid)) {
-            Some(Lookup::Found(key)) => Ok(key),
-            Some(Lookup::NoKid(count)) => Err(no_kid(count)),
-            // An unknown kid cannot be told from a new key while the set cannot be fetched.
-            Some(Lookup::Unknown) | None => Err(failure().unwrap_or_else(unknown_kid)),
-        }
-    }
-
-    async fn download(&self, state: &mut FetchState) -> Result<KeySet, String> {
-        let client = match &state.client {
-            Some(client) => client.clone(),
-            None => {
-                let client = reqwest::Client::builder()
-                    .timeout(FETCH_TIMEOUT)
-                    .build()
-                    .map_err(|e| format!("cannot build an HTTP client for the JWK set: {e}"))?;
-                state.client.insert(client).clone()
-            }
-        };
-        let url = &self.url;
-        let mut response = client
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| format!("fetching the JWK set at {url} failed: {e}"))?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(format!("the JWK set at {url} answered {status}"));
-        }
-        let too_large = || format!("the JWK set at {url} is larger than {MAX_JWKS_BYTES} bytes");
-        if response
-            .content_length()
-            .is_some_and(|len| len > MAX_JWKS_BYTES as u64)
-        {
-            return Err(too_large());
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| format!("reading the JWK set at {url} failed: {e}"))?
-        {
-            if body.len() + chunk.len() > MAX_JWKS_BYTES {
-                return Err(too_large());
-            }
-            body.extend_from_slice(&chunk);
-        }
-        KeySet::parse(&body).map_err(|e| format!("the answer from {url} is not a JWK set: {e}"))
-    }
-}
-
-fn unknown_kid() -> SessionError {
-    invalid("token kid is not in the JWK set")
-}
-
-fn no_kid(rs256_keys: usize) -> SessionError {
-    invalid(format!(
-        "token has no kid, and the JWK set holds {rs256_keys} RS256 keys rather than one"
-    ))
-}
-
-/// The RS256 verification keys of a JWK set. Keys for anything else (EC, symmetric, encryption,
-/// other algorithms) are left out, so that no token can be checked against them.
-struct KeySet {
-    by_kid: HashMap<String, Arc<DecodingKey>>,
-    /// Every RS256 key, for the count that decides whether a token without `kid` has a key.
-    all: Vec<Arc<DecodingKey>>,
-}
-
-enum Lookup {
-    Found(Arc<DecodingKey>),
-    Unknown,
-    /// The token has no `kid` and the set does not hold exactly one key; how many it holds.
-    NoKid(usize),
-}
-
-/// One entry of `keys`, read leniently: an entry of a shape we do not use is skipped, not fatal.
-#[derive(Deserialize)]
-struct JwkEntry {
-    kty: Option<String>,
-    kid: Option<String>,
-    alg: Option<String>,
-    #[serde(rename = "use")]
-    key_use: Option<String>,
-    n: Option<String>,
-    e: Option<String>,
-}
-
-impl KeySet {
-    fn parse(body: &[u8]) -> Result<Self, serde_json::Error> {
-        #[derive(Deserialize)]
-        struct Set {
-            keys: Vec<serde_json::Value>,
-        }
-        let set: Set = serde_json::from_slice(body)?;
-        let mut keys = KeySet {
-            by_kid: HashMap::new(),
-            all: Vec::new(),
-        };
-        for entry in set.keys {
-            let Ok(entry) = serde_json::from_value::<JwkEntry>(entry) else {
-                continue;
-            };
-            let rsa = entry.kty.as_deref() == Some("RSA");
-            let rs256 = entry.alg.as_deref().is_none_or(|alg| alg == "RS256");
-            let signing = entry
-                .key_use
-                .as_deref()
-                .is_none_or(|key_use| key_use == "sig");
-            let (Some(n), Some(e)) = (&entry.n, &entry.e) else {
-                continue;
-            };
-            if !(rsa && rs256 && signing) {
-                continue;
-            }
-            let Ok(key) = DecodingKey::from_rsa_components(n, e) else {
-                continue;
-            };
-            let key = Arc::new(key);
-            if let Some(kid) = entry.kid {
-                keys.by_kid.insert(kid, Arc::clone(&key));
-            }
-            keys.all.push(key);
-        }
-        Ok(keys)
-    }
-
-    fn find(&self, kid: Option<&str>) -> Lookup {
-        match kid {
-            Some(kid) => self
-                .by_kid
-                .get(kid)
-                .map_or(Lookup::Unknown, |key| Lookup::Found(Arc::clone(key))),
-            // Without a kid there is no telling keys apart, so only a lone key will do.
-            None => match self.all.as_slice() {
-                [key] => Lookup::Found(Arc::clone(key)),
-                keys => Lookup::NoKid(keys.len()),
-            },
-        }
-    }
 }
 
 #[cfg(test)]
@@ -658,19 +395,24 @@ pub(crate) mod tests {
         jsonwebtoken::encode(&header, claims, &test_key().private).unwrap()
     }
 
-    fn verifier(issuer: Option<&str>) -> SessionVerifier {
-        SessionVerifier::new(&SessionSettings {
+    fn settings(issuer: Option<&str>) -> SessionSettings {
+        SessionSettings {
             key: pem(&test_key().public_pem),
             authorized_parties: vec![PARTY.into(), "http://localhost:3000".into()],
             issuer: issuer.map(str::to_owned),
-        })
+            allow_pending_sessions: false,
+        }
+    }
+
+    fn verifier(issuer: Option<&str>) -> SessionVerifier {
+        SessionVerifier::new(&settings(issuer))
     }
 
     async fn verify(verifier: &SessionVerifier, token: &str) -> Result<Session, SessionError> {
         verifier.verify(Some(&format!("Bearer {token}"))).await
     }
 
-    fn refused(result: Result<Session, SessionError>) -> String {
+    fn refused<T: std::fmt::Debug>(result: Result<T, SessionError>) -> String {
         match result {
             Err(SessionError::Invalid(reason)) => reason,
             other => panic!("expected Invalid, got {other:?}"),
@@ -698,6 +440,7 @@ pub(crate) mod tests {
             key: pem(&one_line),
             authorized_parties: vec![PARTY.into()],
             issuer: None,
+            allow_pending_sessions: false,
         });
         verify(&verifier, &sign(&claims())).await.unwrap();
     }
@@ -739,6 +482,49 @@ pub(crate) mod tests {
             let refusal = refused(verify(&verifier, &sign(&with(case.clone()))).await);
             assert!(refusal.contains(reason), "{case}: {refusal}");
         }
+    }
+
+    #[test]
+    fn typ_is_judged_as_clerk_backend_does_absent_or_exactly_jwt() {
+        let token =
+            |header: Value| format!("{}.e30.c2ln", URL_SAFE_NO_PAD.encode(header.to_string()));
+        for accepted in [
+            json!({"alg": "RS256"}),
+            json!({"alg": "RS256", "typ": "JWT"}),
+        ] {
+            assert!(check_type(&token(accepted.clone())).is_ok(), "{accepted}");
+        }
+        for typ in [
+            json!("at+jwt"),
+            json!("application/at+jwt"),
+            json!("jwt"),
+            json!("Jwt"),
+            json!("JWT "),
+            json!(""),
+            Value::Null,
+            json!(1),
+            json!(["JWT"]),
+        ] {
+            let refusal = refused(check_type(&token(json!({"alg": "RS256", "typ": typ}))));
+            assert!(refusal.contains("typ is not JWT"), "{typ}: {refusal}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pending_session_is_refused_unless_allowed() {
+        let pending = sign(&with(json!({"sts": "pending"})));
+        let refusal = refused(verify(&verifier(None), &pending).await);
+        assert!(refusal.contains("pending"), "{refusal}");
+        // Only the string `pending` is: other statuses, and none at all (v1 tokens), are not.
+        for sts in [json!("active"), json!("Pending"), json!(null), json!(1)] {
+            let token = sign(&with(json!({"sts": sts})));
+            verify(&verifier(None), &token).await.unwrap();
+        }
+        let allowing = SessionVerifier::new(&SessionSettings {
+            allow_pending_sessions: true,
+            ..settings(None)
+        });
+        verify(&allowing, &pending).await.unwrap();
     }
 
     #[test]
@@ -784,42 +570,5 @@ pub(crate) mod tests {
             assert!(problem.contains("not an RSA public key"), "{problem}");
         }
         pem_key(&test_key().public_pem).unwrap();
-    }
-
-    #[test]
-    fn key_set_keeps_only_rs256_signing_keys() {
-        let key = Jwk::from_decoding_key(
-            &DecodingKey::from_rsa_pem(test_key().public_pem.as_bytes()).unwrap(),
-            Some(Algorithm::RS256),
-        )
-        .unwrap();
-        let jsonwebtoken::jwk::AlgorithmParameters::RSA(rsa) = key.algorithm else {
-            panic!("an RSA key")
-        };
-        let (n, e) = (rsa.n.as_str(), rsa.e.as_str());
-        let set = json!({"keys": [
-            {"kty": "RSA", "kid": "ins_a", "use": "sig", "alg": "RS256", "n": n, "e": e},
-            {"kty": "RSA", "kid": "ins_384", "alg": "RS384", "n": n, "e": e},
-            {"kty": "RSA", "kid": "ins_enc", "use": "enc", "n": n, "e": e},
-            {"kty": "oct", "kid": "ins_hmac", "k": "c2VjcmV0"},
-            {"kty": "EC", "kid": "ins_ec", "crv": "P-256", "x": "AA", "y": "AA"},
-            {"kty": "RSA", "kid": "ins_bad", "n": 1, "e": e},
-            {"kty": "RSA", "n": n, "e": e, "future": {"field": true}},
-        ]});
-        let keys = KeySet::parse(set.to_string().as_bytes()).unwrap();
-        assert!(matches!(keys.find(Some("ins_a")), Lookup::Found(_)));
-        for skipped in ["ins_384", "ins_enc", "ins_hmac", "ins_ec", "ins_bad"] {
-            assert!(
-                matches!(keys.find(Some(skipped)), Lookup::Unknown),
-                "{skipped}"
-            );
-        }
-        assert!(matches!(keys.find(None), Lookup::NoKid(2)));
-        let lone = json!({"keys": [{"kty": "RSA", "n": n, "e": e}]});
-        let lone = KeySet::parse(lone.to_string().as_bytes()).unwrap();
-        assert!(matches!(lone.find(None), Lookup::Found(_)));
-        for not_a_set in [&b"<html>"[..], b"{}", b"{\"keys\": {}}"] {
-            assert!(KeySet::parse(not_a_set).is_err());
-        }
     }
 }
