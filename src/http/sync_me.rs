@@ -121,8 +121,7 @@ async fn ensure(
         .to_str()
         .map_err(|_| ApiError::InvalidToken("the Authorization header is not text".into()))?;
     let session = sync_me.verifier.verify(Some(authorization)).await?;
-    let id = ItemId::parse_as(Kind::User, &session.user_id)
-        .map_err(|e| ApiError::InvalidToken(format!("sub: {e}")))?;
+    let id = session.user_id;
     *user_id = Some(id.clone());
     let store = state.store.as_ref();
     if let Some(found) = stored_user(store, &id).await? {

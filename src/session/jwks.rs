@@ -148,6 +148,8 @@ impl Jwks {
                     // The keys already fetched stay trusted; the refresh is tried again later.
                     Some(cached) => {
                         tracing::warn!(
+                            event = "jwks_fetch_failed",
+                            keys_kept = true,
                             %problem,
                             "could not refresh the Clerk JWK set; keeping the keys fetched before"
                         );
@@ -158,7 +160,12 @@ impl Jwks {
                             });
                         }
                     }
-                    None => tracing::warn!(%problem, "could not fetch the Clerk JWK set"),
+                    None => tracing::warn!(
+                        event = "jwks_fetch_failed",
+                        keys_kept = false,
+                        %problem,
+                        "could not fetch the Clerk JWK set"
+                    ),
                 }
                 state.failure = Some((Instant::now(), problem));
             }

@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use self::jwks::Jwks;
 pub use self::jwks::KEY_SET_MAX_AGE;
+use crate::sync::item::{ItemId, Kind};
 
 /// Clerk session-token verification, for `SyncMe`.
 #[derive(Debug, Clone)]
@@ -62,15 +63,12 @@ const PENDING: &str = "pending";
 const LEEWAY_SECONDS: u64 = 5;
 /// Clerk's tokens are about 1 KB; anything far larger is not one, and is not worth parsing.
 const MAX_TOKEN_LEN: usize = 16 * 1024;
-const USER_ID_PREFIX: &str = "user_";
-/// Cosmos DB's limit on an item id, in bytes.
-const MAX_USER_ID_LEN: usize = 255;
 
 /// A verified session: whose it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     /// `sub`, a Clerk user id (`user_...`).
-    pub user_id: String,
+    pub user_id: ItemId,
     /// `sid`, when the token carries one.
     pub session_id: Option<String>,
 }
@@ -190,9 +188,8 @@ impl SessionVerifier {
             return Err(invalid("token is issued in the future (iat)"));
         }
         let sub = claims.sub.unwrap_or_default();
-        if !is_user_id(&sub) {
-            return Err(invalid("token sub is not a Clerk user id"));
-        }
+        let user_id = ItemId::parse_as(Kind::User, &sub)
+            .map_err(|_| invalid("token sub is not a Clerk user id"))?;
         // As @clerk/backend's `treatPendingAsSignedOut` (on by default): the user has signed in,
         // but a step such as choosing an organization is still to do.
         let pending = claims.sts.as_ref().and_then(Value::as_str) == Some(PENDING);
@@ -202,7 +199,7 @@ impl SessionVerifier {
             ));
         }
         Ok(Session {
-            user_id: sub,
+            user_id,
             session_id: claims.sid,
         })
     }
@@ -237,18 +234,6 @@ fn check_type(token: &str) -> Result<(), SessionError> {
             "token typ is not JWT: not a session token (an OAuth access token is at+jwt)",
         )),
     }
-}
-
-/// `user_` and then characters Clerk ids are made of, which also keeps the id safe in a URL path
-/// and as a Cosmos item id.
-fn is_user_id(sub: &str) -> bool {
-    sub.len() <= MAX_USER_ID_LEN
-        && sub.strip_prefix(USER_ID_PREFIX).is_some_and(|rest| {
-            !rest.is_empty()
-                && rest
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        })
 }
 
 fn bearer_token(authorization: Option<&str>) -> Result<&str, SessionError> {
@@ -427,7 +412,7 @@ pub(crate) mod tests {
         assert_eq!(
             session,
             Session {
-                user_id: "user_2abc".into(),
+                user_id: ItemId::parse("user_2abc").unwrap(),
                 session_id: Some("sess_2abc".into()),
             }
         );

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use handler::session::{
     KEY_SET_MAX_AGE, Session, SessionError, SessionKey, SessionSettings, SessionVerifier, pem_key,
 };
+use handler::sync::item::ItemId;
 use jsonwebtoken::Algorithm;
 use serde_json::json;
 
@@ -93,7 +94,7 @@ fn assert_unavailable(result: Result<Session, SessionError>) {
 
 fn clerk_session() -> Session {
     Session {
-        user_id: USER_ID.into(),
+        user_id: ItemId::parse(USER_ID).unwrap(),
         session_id: Some(SESSION_ID.into()),
     }
 }
