@@ -46,6 +46,8 @@ pub async fn serve(settings: Settings, serve: ServeSettings) -> anyhow::Result<(
     let listener = TcpListener::bind(address)
         .await
         .with_context(|| format!("cannot listen on {address}"))?;
+    // The bound address: with port 0 the system chose it, and this line is how to find it.
+    let address = listener.local_addr().unwrap_or(address);
     tracing::info!(event = "listening", %address, path = http::WEBHOOK_PATH, version = env!("CARGO_PKG_VERSION"));
     axum::serve(listener, http::router(state))
         .with_graceful_shutdown(shutdown_signal())

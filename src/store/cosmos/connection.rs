@@ -182,7 +182,13 @@ async fn connect(target: Arc<Target>) -> Result<Arc<ContainerClient>, Failure> {
         Err(error) => {
             let failure = Failure::from(errors::classify("connect", &error));
             if failure.transient {
-                tracing::warn!(event = "cosmos_connect_failed", reason = %failure.reason, "cannot connect to Cosmos DB yet");
+                tracing::warn!(
+                    event = "cosmos_connect_failed",
+                    reason = %failure.reason,
+                    database = %target.database,
+                    container = %target.container,
+                    "cannot connect to Cosmos DB yet"
+                );
             } else {
                 tracing::error!(
                     event = "cosmos_connect_failed",

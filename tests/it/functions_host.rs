@@ -1,0 +1,309 @@
+//! A double of the Azure Functions host as far as telemetry goes: it starts the built handler the
+//! way the host starts a custom handler, forwards HTTP requests and invokes the timer, and records
+//! what Application Insights would then hold, in its classic tables' shapes:
+//!
+//! - `requests`: one row per invocation, as the host's `ApplicationInsightsLogger` writes it:
+//!   `name` the function, `resultCode` the status the handler answered for an HTTP function
+//!   (`success` stays true whatever it is) and `"0"` for the timer (`success` false when the
+//!   handler answered non-2xx).
+//! - `traces`: every line the handler printed, category `Host.Function.Console`: stdout lines at
+//!   Information, stderr lines at Warning when they contain "warn" (any case), else at Error
+//!   (`WorkerProcess.cs`, `ParseErrorMessageAndLog`); and each entry of a 2xx timer answer's
+//!   `Logs` at Information under `Function.<name>.User` (a non-2xx answer's are dropped).
+//!
+//! The facts and their sources are in the README's "Operating it".
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::fixtures::SECRET;
+
+/// How long the handler may take to say where it listens.
+const STARTUP: Duration = Duration::from_secs(10);
+
+/// One line the handler printed, as the host read it.
+struct Printed {
+    at: OffsetDateTime,
+    stderr: bool,
+    text: String,
+}
+
+pub struct FunctionsHost {
+    child: Child,
+    base_url: String,
+    printed: Arc<Mutex<Vec<Printed>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+    requests: Mutex<Vec<Value>>,
+    logs: Mutex<Vec<Value>>,
+    store_path: PathBuf,
+    next_invocation: AtomicU64,
+    _dir: TempDir,
+}
+
+/// What the handler answered.
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl FunctionsHost {
+    /// Starts the handler with the test signing secret, a fresh local store, JSON lines (the
+    /// default in Azure) and `env`, on a port the handler picks itself (the port variable is 0),
+    /// and returns once its `listening` line says where.
+    pub fn start(env: &[(&str, String)]) -> Self {
+        let dir = TempDir::new().unwrap();
+        let store_path = dir.path().join("users.sqlite3");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_handler"));
+        command
+            .env_clear()
+            .env("CLERK_WEBHOOK_SIGNING_SECRET", SECRET)
+            .env("LOCAL_STORE_PATH", &store_path)
+            .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        let printed = Arc::new(Mutex::new(Vec::new()));
+        let readers = vec![
+            read_lines(child.stdout.take().unwrap(), false, &printed),
+            read_lines(child.stderr.take().unwrap(), true, &printed),
+        ];
+        let deadline = Instant::now() + STARTUP;
+        let address = loop {
+            let listening = printed.lock().unwrap().iter().find_map(|line: &Printed| {
+                let line: Value = serde_json::from_str(&line.text).ok()?;
+                (line["event"] == "listening").then(|| line["address"].as_str().unwrap().to_owned())
+            });
+            if let Some(address) = listening {
+                break address;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the handler never said where it listens"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        Self {
+            child,
+            base_url: format!("http://{address}"),
+            printed,
+            readers,
+            requests: Mutex::new(Vec::new()),
+            logs: Mutex::new(Vec::new()),
+            store_path,
+            next_invocation: AtomicU64::new(1),
+            _dir: dir,
+        }
+    }
+
+    pub fn store_path(&self) -> &Path {
+        &self.store_path
+    }
+
+    fn invocation_id(&self) -> String {
+        let n = self.next_invocation.fetch_add(1, Ordering::Relaxed);
+        format!("00000000-0000-4000-8000-{n:012}")
+    }
+
+    /// An HTTP function's request, forwarded as the host forwards it (`enableForwardingHttpRequest`:
+    /// same path, headers and body), recorded as its `requests` row.
+    pub async fn http(
+        &self,
+        function: &str,
+        path: &str,
+        headers: &[(String, String)],
+        body: Vec<u8>,
+    ) -> Answer {
+        let invocation = self.invocation_id();
+        let mut request = reqwest::Client::new()
+            .post(format!("{}{path}", self.base_url))
+            .header("X-Azure-Functions-InvocationId", &invocation)
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let started = (OffsetDateTime::now_utc(), Instant::now());
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        self.record(function, &invocation, started, status.to_string(), true);
+        Answer { status, body }
+    }
+
+    /// A timer invocation: the host's JSON envelope posted to `/<function>`; the answer's `Logs`
+    /// are recorded under the invocation when it is 2xx.
+    pub async fn timer(&self, function: &str) -> Answer {
+        let invocation = self.invocation_id();
+        let now = OffsetDateTime::now_utc().format(&Rfc3339).unwrap();
+        let envelope = json!({
+            "Data": {"timer": {"Schedule": {"AdjustForDST": true}, "ScheduleStatus": null, "IsPastDue": false}},
+            "Metadata": {"sys": {"MethodName": function, "UtcNow": now, "RandGuid": invocation}},
+        });
+        let started = (OffsetDateTime::now_utc(), Instant::now());
+        let response = reqwest::Client::new()
+            .post(format!("{}/{function}", self.base_url))
+            .header("X-Azure-Functions-InvocationId", &invocation)
+            .json(&envelope)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let success = (200..300).contains(&status);
+        if success {
+            let category = format!("Function.{function}.User");
+            for entry in body["Logs"].as_array().into_iter().flatten() {
+                self.logs.lock().unwrap().push(json!({
+                    "timestamp": timestamp(OffsetDateTime::now_utc()),
+                    "message": entry,
+                    "severityLevel": 1,
+                    "itemType": "trace",
+                    "operation_Id": invocation.replace('-', ""),
+                    "operation_Name": function,
+                    "customDimensions": {"Category": category, "LogLevel": "Information", "InvocationId": invocation},
+                }));
+            }
+        }
+        self.record(function, &invocation, started, "0".into(), success);
+        Answer { status, body }
+    }
+
+    fn record(
+        &self,
+        function: &str,
+        invocation: &str,
+        (at, started): (OffsetDateTime, Instant),
+        result_code: String,
+        success: bool,
+    ) {
+        self.requests.lock().unwrap().push(json!({
+            "timestamp": timestamp(at),
+            "id": &invocation.replace('-', "")[..16],
+            "name": function,
+            "url": format!("{}/{function}", self.base_url),
+            "resultCode": result_code,
+            "success": success,
+            "duration": started.elapsed().as_secs_f64() * 1000.0,
+            "itemType": "request",
+            "operation_Id": invocation.replace('-', ""),
+            "operation_Name": function,
+            "customDimensions": {"Category": "Host.Results", "LogLevel": "Information", "InvocationId": invocation, "FullName": format!("Functions.{function}")},
+        }));
+    }
+
+    /// Stops the handler as the host does (SIGTERM), and returns what Application Insights holds.
+    pub fn stop(mut self) -> Telemetry {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) touches no memory; the pid is our child, not yet waited for.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "the handler exited {status}");
+        for reader in self.readers.drain(..) {
+            reader.join().unwrap();
+        }
+        let mut traces: Vec<Value> = self
+            .printed
+            .lock()
+            .unwrap()
+            .iter()
+            .map(console_trace)
+            .collect();
+        traces.append(&mut self.logs.lock().unwrap());
+        Telemetry {
+            traces,
+            requests: std::mem::take(&mut self.requests.lock().unwrap()),
+        }
+    }
+}
+
+/// Reads `stream` line by line as the host does, until the handler closes it.
+fn read_lines(
+    stream: impl Read + Send + 'static,
+    stderr: bool,
+    printed: &Arc<Mutex<Vec<Printed>>>,
+) -> std::thread::JoinHandle<()> {
+    let printed = Arc::clone(printed);
+    std::thread::spawn(move || {
+        for text in BufReader::new(stream).lines() {
+            let text = text.unwrap();
+            printed.lock().unwrap().push(Printed {
+                at: OffsetDateTime::now_utc(),
+                stderr,
+                text,
+            });
+        }
+    })
+}
+
+/// A console line as a `traces` row: the host's level rule for a custom handler.
+fn console_trace(line: &Printed) -> Value {
+    let (severity, level) = match (line.stderr, line.text.to_lowercase().contains("warn")) {
+        (false, _) => (1, "Information"),
+        (true, true) => (2, "Warning"),
+        (true, false) => (3, "Error"),
+    };
+    json!({
+        "timestamp": timestamp(line.at),
+        "message": line.text.trim(),
+        "severityLevel": severity,
+        "itemType": "trace",
+        "customDimensions": {"Category": "Host.Function.Console", "LogLevel": level, "prop__{OriginalFormat}": line.text.trim()},
+    })
+}
+
+fn timestamp(at: OffsetDateTime) -> String {
+    at.format(&Rfc3339).unwrap()
+}
+
+/// What Application Insights holds after a run.
+pub struct Telemetry {
+    pub traces: Vec<Value>,
+    pub requests: Vec<Value>,
+}
+
+impl Telemetry {
+    /// The rows `infra/queries/<query>.kql` returns over this telemetry, run unchanged by
+    /// duckdb-kql (tests/kql/run_query.py) in the Python environment `scripts/test` prepares.
+    pub fn query(&self, query: &str) -> Vec<Value> {
+        let dir = TempDir::new().unwrap();
+        for (table, rows) in [("traces", &self.traces), ("requests", &self.requests)] {
+            let lines: Vec<String> = rows.iter().map(Value::to_string).collect();
+            std::fs::write(dir.path().join(format!("{table}.jsonl")), lines.join("\n")).unwrap();
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let python = std::env::var_os("KQL_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join(".venv/bin/python"));
+        assert!(
+            python.exists(),
+            "{} is missing: run scripts/test, which installs tests/kql/requirements.txt into .venv \
+             (or set KQL_PYTHON to a Python that has them)",
+            python.display()
+        );
+        let output = Command::new(&python)
+            .arg(root.join("tests/kql/run_query.py"))
+            .arg(dir.path())
+            .arg(root.join(format!("infra/queries/{query}.kql")))
+            .output()
+            .unwrap();
+        let mut stderr = String::new();
+        output
+            .stderr
+            .as_slice()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert!(output.status.success(), "{query}: {stderr}");
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+}
