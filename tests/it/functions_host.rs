@@ -276,6 +276,12 @@ impl Telemetry {
     /// The rows `infra/queries/<query>.kql` returns over this telemetry, run unchanged by
     /// duckdb-kql (tests/kql/run_query.py) in the Python environment `scripts/test` prepares.
     pub fn query(&self, query: &str) -> Vec<Value> {
+        self.query_with(query, &[])
+    }
+
+    /// `query` with some of its `let` defaults set (`name`, KQL literal), as Bicep or a person
+    /// would set them.
+    pub fn query_with(&self, query: &str, defaults: &[(&str, &str)]) -> Vec<Value> {
         let dir = TempDir::new().unwrap();
         for (table, rows) in [("traces", &self.traces), ("requests", &self.requests)] {
             let lines: Vec<String> = rows.iter().map(Value::to_string).collect();
@@ -291,12 +297,15 @@ impl Telemetry {
              (or set KQL_PYTHON to a Python that has them)",
             python.display()
         );
-        let output = Command::new(&python)
+        let mut command = Command::new(&python);
+        command
             .arg(root.join("tests/kql/run_query.py"))
             .arg(dir.path())
-            .arg(root.join(format!("infra/queries/{query}.kql")))
-            .output()
-            .unwrap();
+            .arg(root.join(format!("infra/queries/{query}.kql")));
+        for (name, value) in defaults {
+            command.arg("--set").arg(format!("{name}={value}"));
+        }
+        let output = command.output().unwrap();
         let mut stderr = String::new();
         output
             .stderr

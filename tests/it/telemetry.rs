@@ -18,6 +18,8 @@ use crate::helpers::{msg_id, now, svix_headers};
 use crate::jwks_double::{PARTY, TestKey, TokenBuilder, USER_ID, bearer};
 
 const KEY: &str = "sk_test_telemetry";
+/// The svix-id of the healthy run's first delivery, delivered twice.
+const FIRST_MESSAGE: &str = "msg_2telemetry1";
 /// `updated_at` of what Clerk holds, and of the deliveries that agree with it.
 const T0: i64 = 1_700_000_000_000;
 const ALERTS: [&str; 7] = [
@@ -49,12 +51,21 @@ fn session_env(key: &TestKey) -> Vec<(&'static str, String)> {
 
 /// Posts `event` to ClerkWebhook through the host, signed with `secret`.
 async fn deliver(host: &FunctionsHost, secret: &str, event: &Value) -> u16 {
+    deliver_as(host, secret, &msg_id(), event).await
+}
+
+async fn deliver_as(host: &FunctionsHost, secret: &str, id: &str, event: &Value) -> u16 {
     let body = serde_json::to_vec(event).unwrap();
-    let mut headers = svix_headers(secret, &msg_id(), now(), &body);
+    let mut headers = svix_headers(secret, id, now(), &body);
     headers.push(("content-type".into(), "application/json".into()));
     host.http("ClerkWebhook", "/api/ClerkWebhook", &headers, body)
         .await
         .status
+}
+
+/// A KQL string literal.
+fn literal(text: &str) -> String {
+    format!("\"{text}\"")
 }
 
 async fn sync_me(host: &FunctionsHost, key: &TestKey) -> u16 {
@@ -203,8 +214,12 @@ async fn healthy() -> Telemetry {
     let env = [clerk_env(clerk.url(), KEY), session_env(&key)].concat();
     let host = FunctionsHost::start(&env);
     let user = clerk_event("user.created", clerk_user(USER_ID, T0));
-    assert_eq!(deliver(&host, SECRET, &user).await, 200);
-    assert_eq!(deliver(&host, SECRET, &user).await, 200, "a duplicate");
+    assert_eq!(deliver_as(&host, SECRET, FIRST_MESSAGE, &user).await, 200);
+    assert_eq!(
+        deliver_as(&host, SECRET, FIRST_MESSAGE, &user).await,
+        200,
+        "Svix's retry"
+    );
     let organization = clerk_event("organization.created", clerk_organization("org_1", T0));
     assert_eq!(deliver(&host, SECRET, &organization).await, 200);
     let session = clerk_event(
@@ -228,6 +243,40 @@ async fn no_alert_fires_while_all_is_well() {
         "the run printed its reconcile line"
     );
     assert_eq!(firing(&telemetry), Vec::<&str>::new());
+
+    // The README's ad hoc queries say what they promise on the same telemetry.
+    let history = telemetry.query_with("adhoc-user-history", &[("user_id", &literal(USER_ID))]);
+    let events: Vec<(&str, &str)> = history
+        .iter()
+        .map(|row| {
+            (
+                row["event"].as_str().unwrap(),
+                row["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    // Clerk's T0 is older than any tombstone, so the first delivery asked Clerk first.
+    assert_eq!(
+        events,
+        [
+            ("resurrection_guard", ""),
+            ("delivery", "applied"),
+            ("delivery", "skipped"),
+            ("syncme", "present")
+        ]
+    );
+    let attempts = telemetry.query_with("adhoc-delivery", &[("event_id", &literal(FIRST_MESSAGE))]);
+    let attempts: Vec<(&str, &str)> = attempts
+        .iter()
+        .map(|row| {
+            (
+                row["outcome"].as_str().unwrap(),
+                row["host_result"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(attempts, [("applied", "200"), ("skipped", "200")]);
+    assert!(telemetry.query("adhoc-refusals").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,6 +294,16 @@ async fn deliveries_failing_on_a_store_that_is_down_fire_the_5xx_and_store_alert
         let rows = telemetry.query(alert);
         assert_eq!(rows.len(), 1, "{alert}: {rows:?}");
     }
+    let refusals = telemetry.query("adhoc-refusals");
+    assert_eq!(
+        (
+            &refusals[0]["reason"],
+            &refusals[0]["status"],
+            &refusals[0]["calls"]
+        ),
+        (&json!("unavailable"), &json!(503), &json!(1)),
+        "{refusals:?}"
+    );
     // Its line reached Application Insights as a warning (stderr, saying "warn").
     let delivery = telemetry
         .traces
