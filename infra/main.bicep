@@ -104,6 +104,9 @@ param clerkAuthorizedParties array = []
 @description('SyncMe: the issuer session tokens must carry, the Clerk Frontend API URL (CLERK_ISSUER); empty for no issuer check.')
 param clerkIssuer string = ''
 
+@description('SyncMe: accept sessions whose sts claim is pending (signing in not finished, e.g. an organization still to choose); refused by default, as @clerk/backend does (CLERK_ALLOW_PENDING_SESSIONS).')
+param clerkAllowPendingSessions bool = false
+
 @description('Origins browsers may call the app from, such as https://app.example.com (CORS; usually the same as clerkAuthorizedParties). The platform answers preflight requests for them. Never *.')
 param corsAllowedOrigins array = []
 
@@ -321,6 +324,7 @@ module functionApp 'modules/function-app.bicep' = {
     clerkJwksUrl: clerkJwksUrl
     clerkAuthorizedParties: clerkAuthorizedParties
     clerkIssuer: clerkIssuer
+    clerkAllowPendingSessions: clerkAllowPendingSessions
     corsAllowedOrigins: corsAllowedOrigins
   }
   // The app's first start should find the data services' private names already resolving.

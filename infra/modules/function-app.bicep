@@ -107,6 +107,9 @@ param clerkAuthorizedParties array
 @description('Issuer a session token must carry for SyncMe (CLERK_ISSUER); empty for no check.')
 param clerkIssuer string
 
+@description('SyncMe accepts sessions whose sts is pending (CLERK_ALLOW_PENDING_SESSIONS); refused when false.')
+param clerkAllowPendingSessions bool
+
 @description('Origins browsers may call the app from (CORS); the platform answers their preflight requests.')
 param corsAllowedOrigins array
 
@@ -265,6 +268,10 @@ var optionalHandlerSettings = filter([
   {
     name: 'CLERK_ISSUER'
     value: clerkIssuer
+  }
+  {
+    name: 'CLERK_ALLOW_PENDING_SESSIONS'
+    value: clerkAllowPendingSessions ? 'true' : ''
   }
 ], setting => !empty(setting.value))
 
