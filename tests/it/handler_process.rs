@@ -91,7 +91,7 @@ impl HandlerProcess {
         if let Some(status) = self.child.try_wait().unwrap() {
             panic!(
                 "handler exited {status} before answering GET /: {}",
-                self.stderr.text()
+                String::from_utf8_lossy(&self.stderr.finish())
             );
         }
         assert!(
@@ -195,9 +195,11 @@ fn with_port_0<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     [&[("FUNCTIONS_CUSTOMHANDLER_PORT", "0")], extra].concat()
 }
 
-/// The address in the `listening` line the handler logs once bound, in either log format.
+/// The address in the `listening` line the handler logs once bound, in either log format. Only
+/// whole lines count: the last one may still be arriving.
 fn listening_address(stdout: &str) -> Option<String> {
-    let line = stdout.lines().find(|line| line.contains("listening"))?;
+    let (complete, _) = stdout.rsplit_once('\n')?;
+    let line = complete.lines().find(|line| line.contains("listening"))?;
     let start = line.find("127.0.0.1:")?;
     let port: String = line[start + "127.0.0.1:".len()..]
         .chars()
