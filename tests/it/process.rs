@@ -209,7 +209,8 @@ fn assert_refuses_port(env: &[(&str, &str)], args: &[&str], port: &str) {
 #[test]
 fn the_host_port_variable_beats_the_port_flag() {
     let (_held, held) = held_port();
-    // The variable says port 0, the flag a port it cannot have: it listens on a port of its own.
+    // The variable says port 0, the flag a port held here: had the flag won, the bind would fail
+    // and the process exit.
     let mut handler = HandlerProcess::start_blocking(
         &[("FUNCTIONS_CUSTOMHANDLER_PORT", "0")],
         &["--port", &held],
