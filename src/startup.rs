@@ -1,5 +1,6 @@
-//! Builds the application from settings and serves it until Ctrl-C or SIGTERM, letting
-//! in-flight deliveries finish.
+//! Builds the application from settings, binding its listener once, and serves it until told to
+//! stop (Ctrl-C or SIGTERM for the binary), letting in-flight deliveries finish. `main` and the
+//! tests build it with the same `build`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,10 +12,69 @@ use crate::clerk::api::ClerkApi;
 use crate::config::{ServeSettings, Settings};
 use crate::http::{self, AppState, NO_SESSION_SETTINGS, SyncMe};
 use crate::session::SessionVerifier;
-use crate::store::{self, StoreSettings};
+use crate::store::{self, Store, StoreSettings};
 
+/// The application, built and listening: connections queue from `build` on and are served once
+/// `run_until` is called.
+pub struct Application {
+    listener: TcpListener,
+    address: SocketAddr,
+    state: Arc<AppState>,
+}
+
+impl Application {
+    /// The address bound, with the port the system chose when port 0 was asked for.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The store the application writes to.
+    pub fn store(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.state.store)
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting and lets the requests in flight
+    /// finish.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        tracing::info!(
+            event = "listening",
+            address = %self.address,
+            path = http::WEBHOOK_PATH,
+            version = env!("CARGO_PKG_VERSION"),
+        );
+        axum::serve(self.listener, http::router(self.state))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("server failed")?;
+        tracing::info!(event = "stopped");
+        Ok(())
+    }
+}
+
+/// What `handler serve` does: build, then serve until Ctrl-C or SIGTERM.
 pub async fn serve(settings: Settings, serve: ServeSettings) -> anyhow::Result<()> {
+    build(settings, serve)
+        .await?
+        .run_until(shutdown_signal())
+        .await
+}
+
+/// Opens the store, sets up the Clerk client and `SyncMe`, and binds the listener.
+pub async fn build(settings: Settings, serve: ServeSettings) -> anyhow::Result<Application> {
     let store = open_store(&settings.store)?;
+    build_with_store(settings, serve, store).await
+}
+
+/// `build` over a store already open, in place of the one `settings.store` names: how the tests
+/// put a Cosmos store over the SDK's in-memory emulator under the application.
+pub async fn build_with_store(
+    settings: Settings,
+    serve: ServeSettings,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<Application> {
     let clerk = settings
         .clerk_api
         .as_ref()
@@ -41,20 +101,18 @@ pub async fn serve(settings: Settings, serve: ServeSettings) -> anyhow::Result<(
     }
     let state = AppState::new(serve.verifier, store, settings.tombstone_ttl_seconds, clerk)
         .with_sync_me(sync_me);
-    let state = Arc::new(state);
-    let address = SocketAddr::new(serve.bind, serve.port);
-    let listener = TcpListener::bind(address)
+    let requested = SocketAddr::new(serve.bind, serve.port);
+    let listener = TcpListener::bind(requested)
         .await
-        .with_context(|| format!("cannot listen on {address}"))?;
-    // The bound address: with port 0 the system chose it, and this line is how to find it.
-    let address = listener.local_addr().unwrap_or(address);
-    tracing::info!(event = "listening", %address, path = http::WEBHOOK_PATH, version = env!("CARGO_PKG_VERSION"));
-    axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("server failed")?;
-    tracing::info!(event = "stopped");
-    Ok(())
+        .with_context(|| format!("cannot listen on {requested}"))?;
+    let address = listener
+        .local_addr()
+        .with_context(|| format!("cannot listen on {requested}"))?;
+    Ok(Application {
+        listener,
+        address,
+        state: Arc::new(state),
+    })
 }
 
 /// Opens the configured store, saying once when it is the local development store.
@@ -70,6 +128,7 @@ pub fn open_store(settings: &StoreSettings) -> anyhow::Result<Arc<dyn store::Sto
     store::open(settings).context("cannot open the store")
 }
 
+/// Ctrl-C, or SIGTERM (how the Functions host stops a custom handler).
 async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {

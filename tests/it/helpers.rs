@@ -1,31 +1,34 @@
-//! Shared test helpers: Clerk event fixtures, Svix signing, an in-process app over any store,
-//! and the built binary run the way the Functions host runs it.
+//! Shared test helpers: Clerk event fixtures, Svix signing, and `spawn_app`, the application
+//! built by `startup::build` from an environment, as `main` builds it, and served on the test's
+//! runtime. The built binary, for what needs a process, is `handler_process`.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Output, Stdio};
+use std::net::SocketAddr;
+use std::process::Output;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use futures::TryStreamExt;
 use handler::clerk::ClerkEvent;
-use handler::http::{AppState, router};
-use handler::store::Store;
+use handler::commands::items::{self, ItemsError};
+use handler::config::{Env, ServeSettings, Settings};
+use handler::startup::{self, Application};
 use handler::store::local::LocalStore;
+use handler::store::{ListFilter, Store};
 use handler::sync::apply::{self, ApplyError, Options, Report};
 use handler::sync::decide::Change;
 use handler::sync::document::Source;
 use handler::sync::document::{self, Document};
 use handler::sync::item::{ItemId, Kind};
-use handler::verify::Verifier;
 use serde_json::Value;
 use tempfile::TempDir;
-use tower::ServiceExt;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 pub use crate::fixtures::{
     OTHER_SECRET, SECRET, clerk_event, clerk_membership, clerk_organization, clerk_user, object,
     user_changed, user_deleted,
 };
+pub use crate::handler_process::{HandlerProcess, handler_command};
 
 pub const TTL_SECONDS: u32 = 30 * 86_400;
 
@@ -122,111 +125,177 @@ pub fn local_store() -> (Arc<dyn Store>, TempDir) {
     (Arc::new(store), dir)
 }
 
-/// The router in-process over a given store, as the binary builds it.
+// ---------------------------------------------------------------------------------------------
+// Deliveries and what they are answered
+
+/// Request headers as name and value, in the order sent.
+pub type Headers = Vec<(String, String)>;
+
+/// `updated_at` (epoch ms) of a user's first version in the webhook tests.
+pub const T0: i64 = 1_700_000_000_000;
+
+/// The exact body of `event` and Svix headers signing it with `secret`, now.
+pub fn signed(secret: &str, event: &Value) -> (Headers, Vec<u8>) {
+    let body = serde_json::to_vec(event).unwrap();
+    (svix_headers(secret, &msg_id(), now(), &body), body)
+}
+
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
+    &headers.iter().find(|(n, _)| n == name).unwrap().1
+}
+
+/// The base64 key inside a `whsec_` secret: it must not leak either.
+pub fn key_of(secret: &str) -> &str {
+    secret.strip_prefix("whsec_").unwrap()
+}
+
+/// `user.updated` for `id` at `updated_at`, carrying `first_name` so that versions differ.
+pub fn version(id: &str, updated_at: i64, first_name: &str) -> Value {
+    let mut user = clerk_user(id, updated_at);
+    user["first_name"] = serde_json::json!(first_name);
+    clerk_event("user.updated", user)
+}
+
+pub fn applied() -> (u16, Value) {
+    (200, serde_json::json!({"status": "applied"}))
+}
+
+pub fn skipped(reason: &str) -> (u16, Value) {
+    (
+        200,
+        serde_json::json!({"status": "skipped", "reason": reason}),
+    )
+}
+
+/// A `{"error": ...}` body that says something and quotes no secret.
+pub fn assert_error_body(case: &str, body: &Value) {
+    let message = body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{case}: no {{\"error\": ...}} body: {body}"));
+    assert!(!message.is_empty(), "{case}");
+    for secret in [SECRET, OTHER_SECRET] {
+        assert!(!message.contains(key_of(secret)), "{case}: {message}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The application in-process
+
+/// The application as `main` builds it (`Settings::load`, `ServeSettings::load`,
+/// `startup::build`) from an environment of the test signing secret, a fresh local store, port 0
+/// and `extra`, served on the test's runtime until dropped.
+pub async fn spawn_app(extra: &[(&str, &str)]) -> TestApp {
+    let (env, dir) = app_env(extra);
+    let (settings, serve) = load(&env);
+    let application = startup::build(settings, serve)
+        .await
+        .expect("the application builds");
+    TestApp::serve(application, env, dir)
+}
+
+/// `spawn_app` over `store`, in place of the local store the environment names: for stores no
+/// environment can describe, such as Cosmos over the SDK's in-memory emulator.
+pub async fn spawn_app_on(store: Arc<dyn Store>, extra: &[(&str, &str)]) -> TestApp {
+    let (env, dir) = app_env(extra);
+    let (settings, serve) = load(&env);
+    let application = startup::build_with_store(settings, serve, store)
+        .await
+        .expect("the application builds");
+    TestApp::serve(application, env, dir)
+}
+
+fn app_env(extra: &[(&str, &str)]) -> (Vec<(String, String)>, TempDir) {
+    let dir = TempDir::new().unwrap();
+    let store_path = dir.path().join("users.sqlite3");
+    let mut env: Vec<(String, String)> = vec![
+        ("CLERK_WEBHOOK_SIGNING_SECRET".into(), SECRET.into()),
+        ("LOCAL_STORE_PATH".into(), store_path.display().to_string()),
+        ("FUNCTIONS_CUSTOMHANDLER_PORT".into(), "0".into()),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    (env, dir)
+}
+
+/// The settings `main` loads from `env` to serve, with no command-line flags.
+fn load(env: &[(String, String)]) -> (Settings, ServeSettings) {
+    let env: Env = env.iter().cloned().collect();
+    let settings = Settings::load(&env).unwrap_or_else(|e| panic!("settings: {e}"));
+    let serve = ServeSettings::load(&env, None, None).unwrap_or_else(|e| panic!("settings: {e}"));
+    (settings, serve)
+}
+
+/// A running application: its address, its store (to read back what it wrote), the environment
+/// it was built from (to run `handler` commands on the same store).
 pub struct TestApp {
+    pub address: SocketAddr,
+    /// `http://127.0.0.1:<port>`
+    pub base_url: String,
     pub store: Arc<dyn Store>,
-    router: axum::Router,
+    env: Vec<(String, String)>,
+    client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: JoinHandle<()>,
+    _dir: TempDir,
 }
 
 impl TestApp {
-    pub fn with_store(store: Arc<dyn Store>) -> Self {
-        let state = AppState::new(
-            Verifier::from_secrets(SECRET).unwrap(),
-            Arc::clone(&store),
-            TTL_SECONDS,
-            None,
-        );
+    fn serve(application: Application, env: Vec<(String, String)>, dir: TempDir) -> Self {
+        let address = application.address();
+        let store = application.store();
+        let (shutdown, shutdown_requested) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = shutdown_requested.await;
+            };
+            application
+                .run_until(shutdown)
+                .await
+                .expect("the application serves");
+        });
         Self {
+            address,
+            base_url: format!("http://{address}"),
             store,
-            router: router(Arc::new(state)),
+            env,
+            client: reqwest::Client::new(),
+            shutdown: Some(shutdown),
+            server,
+            _dir: dir,
         }
     }
 
+    /// Begins a graceful shutdown, as SIGTERM does for the binary: no new connections, the
+    /// requests in flight finish.
+    pub fn shut_down(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+
+    /// Waits (bounded) until the server has finished after `shut_down`.
+    pub async fn stopped(&mut self) {
+        tokio::time::timeout(crate::raw_http::PATIENCE, &mut self.server)
+            .await
+            .expect("the server stops")
+            .expect("the server task ends without a panic");
+    }
+
     /// Signs and posts `event` with a fresh message id.
-    pub async fn deliver(&self, event: &Value) -> (StatusCode, Value) {
+    pub async fn deliver(&self, event: &Value) -> (u16, Value) {
         self.deliver_as(&msg_id(), event).await
     }
 
-    pub async fn deliver_as(&self, msg_id: &str, event: &Value) -> (StatusCode, Value) {
+    pub async fn deliver_as(&self, msg_id: &str, event: &Value) -> (u16, Value) {
         let body = serde_json::to_vec(event).unwrap();
         let headers = svix_headers(SECRET, msg_id, now(), &body);
         self.post(&headers, body).await
     }
 
-    pub async fn post(&self, headers: &[(String, String)], body: Vec<u8>) -> (StatusCode, Value) {
-        let mut request =
-            Request::post(handler::http::WEBHOOK_PATH).header("content-type", "application/json");
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
-        self.send(request.body(Body::from(body)).unwrap()).await
-    }
-
-    pub async fn send(&self, request: Request<Body>) -> (StatusCode, Value) {
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        (status, body)
-    }
-}
-
-/// The built `handler` binary, started the way the Functions host starts a custom handler:
-/// `FUNCTIONS_CUSTOMHANDLER_PORT` set, `GET /` polled until it answers.
-pub struct HandlerProcess {
-    child: Child,
-    pub base_url: String,
-    env: Vec<(String, String)>,
-    _dir: TempDir,
-}
-
-impl HandlerProcess {
-    /// Starts on a fresh local store with the test secret, plus `extra` environment.
-    pub async fn start(extra: &[(&str, &str)]) -> Self {
-        let dir = TempDir::new().unwrap();
-        let store_path = dir.path().join("users.sqlite3");
-        let port = free_port();
-        let mut env: Vec<(String, String)> = vec![
-            ("CLERK_WEBHOOK_SIGNING_SECRET".into(), SECRET.into()),
-            ("LOCAL_STORE_PATH".into(), store_path.display().to_string()),
-            ("FUNCTIONS_CUSTOMHANDLER_PORT".into(), port.to_string()),
-            ("RUST_LOG".into(), "warn".into()),
-        ];
-        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let child = handler_command(&env)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let process = Self {
-            child,
-            base_url: format!("http://127.0.0.1:{port}"),
-            env,
-            _dir: dir,
-        };
-        process.wait_ready().await;
-        process
-    }
-
-    async fn wait_ready(&self) {
-        let client = reqwest::Client::new();
-        for _ in 0..200 {
-            if let Ok(response) = client.get(format!("{}/", self.base_url)).send().await {
-                assert_eq!(response.status(), 200);
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("handler did not answer GET / within 5 s");
-    }
-
     /// Posts as the host forwards it: the original bytes and headers to `/api/ClerkWebhook`.
     pub async fn post(&self, headers: &[(String, String)], body: Vec<u8>) -> (u16, Value) {
-        let client = reqwest::Client::new();
-        let mut request = client
-            .post(format!("{}/api/ClerkWebhook", self.base_url))
+        let mut request = self
+            .client
+            .post(format!("{}{}", self.base_url, handler::http::WEBHOOK_PATH))
             .header("content-type", "application/json")
             .body(body);
         for (name, value) in headers {
@@ -238,97 +307,52 @@ impl HandlerProcess {
         (status, body)
     }
 
-    pub async fn deliver(&self, event: &Value) -> (u16, Value) {
-        let body = serde_json::to_vec(event).unwrap();
-        let headers = svix_headers(SECRET, &msg_id(), now(), &body);
-        self.post(&headers, body).await
+    /// The live document of `kind` stored under `id`, as `handler <kind>s get` prints it; `None`
+    /// when missing, deleted, of another kind, or an id nothing can have.
+    pub async fn get(&self, kind: Kind, id: &str) -> Option<Value> {
+        let mut out = Vec::new();
+        match items::get(self.store.as_ref(), kind, id, &mut out).await {
+            Ok(()) => Some(serde_json::from_slice(&out).unwrap()),
+            Err(ItemsError::NotFound { .. }) => None,
+            Err(other) => panic!("cannot read {kind} {id}: {other}"),
+        }
     }
 
-    /// The environment the process was started with.
+    pub async fn users_get(&self, id: &str) -> Option<Value> {
+        self.get(Kind::User, id).await
+    }
+
+    /// The live documents `filter` selects, as the store streams them.
+    pub async fn list(&self, filter: ListFilter) -> Vec<Value> {
+        self.store
+            .list(filter)
+            .map_ok(Value::Object)
+            .try_collect()
+            .await
+            .unwrap()
+    }
+
+    pub async fn users_list(&self) -> Vec<Value> {
+        self.list(ListFilter::all(Kind::User)).await
+    }
+
+    /// The environment the application was built from.
     pub fn env(&self) -> &[(String, String)] {
         &self.env
     }
 
     pub fn env_value(&self, name: &str) -> Option<String> {
-        self.env
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
+        crate::handler_process::env_value(&self.env, name)
     }
 
-    /// `handler <args>` on the same store, while the server runs.
+    /// `handler <args>` with the application's environment: on its store, while it serves.
     pub fn command(&self, args: &[&str]) -> Output {
         handler_command(&self.env).args(args).output().unwrap()
     }
-
-    /// `handler users get <id>`: the document, or `None` when it exits 1 with nothing on stdout.
-    pub fn users_get(&self, id: &str) -> Option<Value> {
-        self.get("users", id)
-    }
-
-    /// `handler <noun> get <id>`: the document, or `None` when it exits 1 with nothing on stdout.
-    pub fn get(&self, noun: &str, id: &str) -> Option<Value> {
-        let output = self.command(&[noun, "get", id]);
-        match output.status.code() {
-            Some(0) => Some(serde_json::from_slice(&output.stdout).unwrap()),
-            Some(1) => {
-                assert!(
-                    output.stdout.is_empty(),
-                    "a missing user prints nothing on stdout"
-                );
-                None
-            }
-            other => panic!(
-                "users get exited {other:?}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            ),
-        }
-    }
-
-    /// `handler users list`: one document per line.
-    pub fn users_list(&self) -> Vec<Value> {
-        self.list(&["users", "list"])
-    }
-
-    /// A listing command (`organizations list`, `memberships list --user ...`): one document
-    /// per line.
-    pub fn list(&self, args: &[&str]) -> Vec<Value> {
-        let output = self.command(args);
-        assert!(
-            output.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout)
-            .unwrap()
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect()
-    }
 }
 
-impl Drop for HandlerProcess {
+impl Drop for TestApp {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.server.abort();
     }
-}
-
-/// The binary with exactly `env` (plus PATH), nothing inherited that could pick another store.
-pub fn handler_command(env: &[(String, String)]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_handler"));
-    command.env_clear();
-    if let Ok(path) = std::env::var("PATH") {
-        command.env("PATH", path);
-    }
-    command.envs(env.iter().map(|(k, v)| (k, v)));
-    command
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

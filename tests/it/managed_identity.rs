@@ -5,14 +5,17 @@
 //! `azure_identity` reads `IDENTITY_ENDPOINT` and `IDENTITY_HEADER` from the process
 //! environment only, so every test here runs the code under test in a child process started
 //! with that environment: this test binary re-run on one `#[ignore]`d child test (for the
-//! in-process app over the SDK's in-memory emulator), or the built `handler` binary, the way
-//! the Functions host (and the acceptance check) runs it.
+//! application in-process over the SDK's in-memory emulator), or the built `handler` binary, the
+//! way the Functions host (and the acceptance check) runs it, where the test changes what the
+//! identity endpoint answers while the handler runs.
 
 use std::process::Command;
 use std::sync::Arc;
 
+use tokio::net::TcpSocket;
+
 use crate::cosmos_emulator::Emulator;
-use crate::helpers::{TestApp, stored_user, user_changed, user_deleted};
+use crate::helpers::{spawn_app_on, stored_user, user_changed, user_deleted};
 use crate::identity_endpoint_double::{
     ACCESS_TOKEN, IDENTITY_HEADER, IdentityEndpointDouble, TokenRequest,
 };
@@ -120,7 +123,7 @@ async fn child_delivers_with_the_managed_identity() {
     let store = emulator
         .store_with(&Emulator::identity_settings(client_id))
         .await;
-    let app = TestApp::with_store(Arc::new(store));
+    let app = spawn_app_on(Arc::new(store), &[]).await;
 
     for (event, expected) in [
         (user_changed("user.created", "user_mi", 1), "applied"),
@@ -168,10 +171,13 @@ fn percent_decode(value: &str) -> String {
 /// back the one token it hands out is cached across deliveries.
 #[tokio::test]
 async fn the_binary_answers_503_while_the_identity_endpoint_is_down() {
-    use crate::helpers::{HandlerProcess, SECRET, free_port, msg_id, now, svix_headers};
+    use crate::helpers::{HandlerProcess, SECRET, msg_id, now, svix_headers};
 
     let double = IdentityEndpointDouble::start(false).await;
-    let unreachable_account = format!("https://127.0.0.1:{}/", free_port());
+    // A port bound and never listened on: connecting is refused, and no one else can take it.
+    let account_port = TcpSocket::new_v4().unwrap();
+    account_port.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let unreachable_account = format!("https://{}/", account_port.local_addr().unwrap());
     let mut env = app_service_env(&double);
     env.push(("COSMOS_ENDPOINT", unreachable_account));
     env.push(("AZURE_CLIENT_ID", CLIENT_ID.to_owned()));
