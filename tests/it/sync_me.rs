@@ -11,13 +11,12 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use handler::store::local::LocalStore;
-use handler::store::{Condition, Store};
+use handler::store::Condition;
 use handler::sync::item::ItemId;
 use serde_json::{Value, json};
 
 use crate::clerk_api_double::{ClerkApiDouble, Failure};
-use crate::helpers::{HandlerProcess, clerk_user, user_changed, user_deleted};
+use crate::helpers::{TestApp, clerk_user, spawn_app, user_changed, user_deleted};
 use crate::jwks_double::{
     Behaviour, ISSUER, JwksDouble, PARTY, TestKey, TokenBuilder, USER_ID, bearer, tamper,
 };
@@ -56,7 +55,7 @@ enum KeySource {
 
 /// The binary configured for `SyncMe`, with its Clerk double (and JWKS double, by that source).
 struct SyncMeApp {
-    app: HandlerProcess,
+    app: TestApp,
     clerk: ClerkApiDouble,
     jwks: Option<JwksDouble>,
     key: TestKey,
@@ -135,9 +134,9 @@ fn clerk_env(clerk: &ClerkApiDouble) -> Vec<(&'static str, String)> {
     ]
 }
 
-async fn start(env: &[(&'static str, String)]) -> HandlerProcess {
+async fn start(env: &[(&'static str, String)]) -> TestApp {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    HandlerProcess::start(&env).await
+    spawn_app(&env).await
 }
 
 /// A recent Clerk `updated_at`, so that no resurrection guard asks Clerk about a webhook.
@@ -156,15 +155,11 @@ struct Answer {
     body: Value,
 }
 
-async fn sync(app: &HandlerProcess, authorization: Option<&str>) -> Answer {
+async fn sync(app: &TestApp, authorization: Option<&str>) -> Answer {
     post(&reqwest::Client::new(), app, authorization).await
 }
 
-async fn post(
-    client: &reqwest::Client,
-    app: &HandlerProcess,
-    authorization: Option<&str>,
-) -> Answer {
+async fn post(client: &reqwest::Client, app: &TestApp, authorization: Option<&str>) -> Answer {
     let mut request = client.post(format!("{}/api/me/sync", app.base_url));
     if let Some(authorization) = authorization {
         request = request.header("authorization", authorization);
@@ -238,7 +233,7 @@ async fn a_stored_user_is_present_without_asking_clerk() {
         assert_eq!(answer.body["status"], "present", "{source:?}");
         let user = &answer.body["user"];
         assert_user_view(user);
-        assert_eq!(Some(user), sync_me.app.users_get(USER_ID).as_ref());
+        assert_eq!(Some(user), sync_me.app.users_get(USER_ID).await.as_ref());
         assert_eq!(answer.body.as_object().unwrap().len(), 2, "{answer:?}");
         assert_eq!(sync_me.clerk.request_count(), 0, "{source:?}");
         if let KeySource::Jwks = source {
@@ -264,8 +259,7 @@ async fn fields_the_application_added_stay_in_the_store_and_role_is_returned() {
         .deliver(&user_changed("user.created", USER_ID, recent()))
         .await;
     // The application writes its own fields, on the same store the server uses.
-    let path = sync_me.app.env_value("LOCAL_STORE_PATH").unwrap();
-    let store = LocalStore::open(std::path::Path::new(&path)).unwrap();
+    let store = sync_me.app.store.as_ref();
     let id = ItemId::parse(USER_ID).unwrap();
     let (stored, _) = store.read(&id).await.unwrap();
     let stored = stored.unwrap();
@@ -283,7 +277,7 @@ async fn fields_the_application_added_stay_in_the_store_and_role_is_returned() {
     assert_user_view(user);
     assert_eq!(user["role"], "ADMIN");
     assert_eq!(
-        sync_me.app.users_get(USER_ID).unwrap()["favorites"],
+        sync_me.app.users_get(USER_ID).await.unwrap()["favorites"],
         json!(["engines"])
     );
 }
@@ -293,7 +287,7 @@ async fn a_user_not_yet_stored_is_fetched_from_clerk_once_and_applied() {
     for source in [KeySource::Pem, KeySource::Jwks] {
         let sync_me = SyncMeApp::start(source).await;
         sync_me.clerk.put(clerk_user(USER_ID, recent()));
-        assert_eq!(sync_me.app.users_get(USER_ID), None);
+        assert_eq!(sync_me.app.users_get(USER_ID).await, None);
 
         let answer = sync_me.sync(&sync_me.token()).await;
         assert_eq!(answer.status, 200, "{source:?}: {answer:?}");
@@ -316,7 +310,7 @@ async fn a_user_not_yet_stored_is_fetched_from_clerk_once_and_applied() {
         assert_eq!(sync_me.clerk.request_count(), 1);
         let requests = sync_me.clerk.requests();
         assert_eq!(requests[0].authorization, Some(format!("Bearer {KEY}")));
-        assert_eq!(Some(user), sync_me.app.users_get(USER_ID).as_ref());
+        assert_eq!(Some(user), sync_me.app.users_get(USER_ID).await.as_ref());
 
         let again = sync_me.sync(&sync_me.token()).await;
         assert_eq!(
@@ -350,8 +344,8 @@ async fn a_deleted_user_is_404_and_stays_deleted() {
         assert_eq!(answer.status, 404, "{answer:?}");
         assert!(assert_error_body(&answer).contains("deleted"), "{answer:?}");
     }
-    assert_eq!(sync_me.app.users_get(USER_ID), None);
-    assert!(sync_me.app.users_list().is_empty());
+    assert_eq!(sync_me.app.users_get(USER_ID).await, None);
+    assert!(sync_me.app.users_list().await.is_empty());
     assert_eq!(sync_me.clerk.request_count(), 0);
 
     // Deleted before it was ever stored: the tombstone blocks it all the same.
@@ -360,7 +354,7 @@ async fn a_deleted_user_is_404_and_stays_deleted() {
     sync_me.app.deliver(&user_deleted(other)).await;
     let token = TokenBuilder::new().claim("sub", other).sign(&sync_me.key);
     assert_eq!(sync_me.sync(&token).await.status, 404);
-    assert_eq!(sync_me.app.users_get(other), None);
+    assert_eq!(sync_me.app.users_get(other).await, None);
     assert_eq!(sync_me.clerk.request_count(), 0);
 }
 
@@ -371,8 +365,8 @@ async fn a_user_clerk_does_not_know_is_404_and_nothing_is_stored() {
     assert_eq!(answer.status, 404, "{answer:?}");
     assert_error_body(&answer);
     assert_eq!(sync_me.user_fetches(USER_ID), 1);
-    assert_eq!(sync_me.app.users_get(USER_ID), None);
-    assert!(sync_me.app.users_list().is_empty());
+    assert_eq!(sync_me.app.users_get(USER_ID).await, None);
+    assert!(sync_me.app.users_list().await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -490,7 +484,7 @@ async fn refused_tokens_are_401_with_a_bearer_challenge_and_never_echoed() {
         0,
         "no refused token reaches Clerk"
     );
-    assert!(sync_me.app.users_list().is_empty());
+    assert!(sync_me.app.users_list().await.is_empty());
 
     // The same process takes the honest token.
     let answer = sync_me.sync(&honest).await;
@@ -533,7 +527,7 @@ async fn the_key_set_down_on_a_cold_cache_is_503() {
         "not the caller's fault: {answer:?}"
     );
     assert_eq!(sync_me.clerk.request_count(), 0);
-    assert!(sync_me.app.users_list().is_empty());
+    assert!(sync_me.app.users_list().await.is_empty());
 
     // Back up: the next call after the pause fetches the set and goes through.
     jwks.behave(Behaviour::Serve);
@@ -553,7 +547,7 @@ async fn clerk_unavailable_is_503_with_retry_after_and_stores_nothing() {
     let answer = sync_me.sync(&sync_me.token()).await;
     assert_unavailable(&answer);
     assert_eq!(sync_me.user_fetches(USER_ID), 2);
-    assert_eq!(sync_me.app.users_get(USER_ID), None);
+    assert_eq!(sync_me.app.users_get(USER_ID).await, None);
 
     // Rate limited: Clerk's Retry-After is passed on, and the client holds off meanwhile.
     sync_me.clerk.fail_next(Failure::RateLimited {
@@ -570,8 +564,8 @@ async fn clerk_unavailable_is_503_with_retry_after_and_stores_nothing() {
         3,
         "no request while held off"
     );
-    assert_eq!(sync_me.app.users_get(USER_ID), None);
-    assert!(sync_me.app.users_list().is_empty());
+    assert_eq!(sync_me.app.users_get(USER_ID).await, None);
+    assert!(sync_me.app.users_list().await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -586,7 +580,7 @@ async fn a_single_clerk_5xx_is_retried_and_the_user_applied() {
         "{answer:?}"
     );
     assert_eq!(sync_me.user_fetches(USER_ID), 2);
-    assert!(sync_me.app.users_get(USER_ID).is_some());
+    assert!(sync_me.app.users_get(USER_ID).await.is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -620,7 +614,7 @@ async fn fifty_concurrent_calls_for_a_new_user_make_one_clerk_request() {
     assert_eq!((applied, present), (1, 49), "{statuses:?}");
     assert_eq!(sync_me.user_fetches(USER_ID), 1);
     assert_eq!(sync_me.clerk.request_count(), 1);
-    let users = sync_me.app.users_list();
+    let users = sync_me.app.users_list().await;
     assert_eq!(users.len(), 1);
     assert_eq!(users[0]["id"], USER_ID);
 }
@@ -631,7 +625,7 @@ async fn not_configured_is_404_saying_what_is_missing() {
     let token = TokenBuilder::new().sign(&key);
 
     // No session settings at all.
-    let bare = HandlerProcess::start(&[]).await;
+    let bare = spawn_app(&[]).await;
     let answer = sync(&bare, Some(&bearer(&token))).await;
     assert_eq!(answer.status, 404, "{answer:?}");
     let error = assert_error_body(&answer);
@@ -709,7 +703,7 @@ async fn pending_sessions_and_tokens_that_are_not_sessions_are_401_invalid_token
             assert_invalid_token(&format!("{source:?}, {name}"), &answer);
         }
         assert_eq!(sync_me.clerk.request_count(), 0, "{source:?}");
-        assert!(sync_me.app.users_list().is_empty(), "{source:?}");
+        assert!(sync_me.app.users_list().await.is_empty(), "{source:?}");
 
         // A token without typ is a session token as much as one with `JWT`.
         let no_typ = TokenBuilder::new().without_header("typ").sign(key);
