@@ -273,6 +273,15 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
+    /// The first console trace of the handler's `event`, if it printed one.
+    pub fn console_line(&self, event: &str) -> Option<&Value> {
+        let name = format!(r#""event":"{event}""#);
+        self.traces.iter().find(|trace| {
+            trace["customDimensions"]["Category"] == "Host.Function.Console"
+                && trace["message"].as_str().is_some_and(|m| m.contains(&name))
+        })
+    }
+
     /// The rows `infra/queries/<query>.kql` returns over this telemetry, run unchanged by
     /// duckdb-kql (tests/kql/run_query.py) in the Python environment `scripts/test` prepares.
     pub fn query(&self, query: &str) -> Vec<Value> {

@@ -236,11 +236,11 @@ async fn healthy() -> Telemetry {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_alert_fires_while_all_is_well() {
     let telemetry = healthy().await;
-    assert!(
-        telemetry.traces.iter().any(|t| t["message"]
-            .as_str()
-            .is_some_and(|m| m.contains(r#""event":"reconcile""#))),
-        "the run printed its reconcile line"
+    let reconcile = telemetry.console_line("reconcile");
+    assert_eq!(
+        reconcile.unwrap()["severityLevel"],
+        1,
+        "in step: information"
     );
     assert_eq!(firing(&telemetry), Vec::<&str>::new());
 
@@ -305,16 +305,7 @@ async fn deliveries_failing_on_a_store_that_is_down_fire_the_5xx_and_store_alert
         "{refusals:?}"
     );
     // Its line reached Application Insights as a warning (stderr, saying "warn").
-    let delivery = telemetry
-        .traces
-        .iter()
-        .find(|t| {
-            t["message"]
-                .as_str()
-                .unwrap()
-                .contains(r#""event":"delivery""#)
-        })
-        .unwrap();
+    let delivery = telemetry.console_line("delivery").unwrap();
     assert_eq!(delivery["severityLevel"], 2, "{delivery}");
 }
 
@@ -368,16 +359,7 @@ async fn a_reconcile_that_fails_fires_the_failed_and_missing_alerts() {
     );
     assert_eq!(telemetry.query("alert-reconcile-missing").len(), 1);
     // The run's line is an error in Application Insights (stderr, no "warn" in it).
-    let line = telemetry
-        .traces
-        .iter()
-        .find(|t| {
-            t["message"]
-                .as_str()
-                .unwrap()
-                .contains(r#""event":"reconcile""#)
-        })
-        .unwrap();
+    let line = telemetry.console_line("reconcile").unwrap();
     assert_eq!(line["severityLevel"], 3, "{line}");
 }
 
