@@ -1,5 +1,5 @@
 //! The JSON line every log event becomes: the telemetry contract that alert and workbook queries
-//! read (README, "Telemetry"). One object per line:
+//! read (docs/telemetry.md). One object per line:
 //!
 //! `{"timestamp": RFC 3339 UTC, "level": "INFO"|"WARN"|"ERROR"|..., "event": <stable name>,
 //!   <the event's fields, in the order its call names them>, "message": <text, when there is one>}`

@@ -6,6 +6,7 @@ mod clerk_api_double;
 mod commands;
 mod cosmos_emulator;
 mod cosmos_store;
+mod docs;
 mod fixtures;
 mod functions_host;
 mod handler_process;
