@@ -7,14 +7,18 @@
 //! (spec `bapi/2026-05-12.yml`):
 //!
 //! - **Users**: a keyset on `created_at` (`Keyset`), `GET /v1/users`.
-//! - **Organizations and memberships**: `GET /v1/organizations` and
-//!   `GET /v1/organization_memberships` take only `limit` and `offset`, so they page by offset
-//!   (`OffsetWalk`).
+//! - **Memberships**: the same keyset within each organization,
+//!   `GET /v1/organizations/{id}/memberships`, which takes `order_by=+created_at` and
+//!   `created_at_after` (the instance-wide `GET /v1/organization_memberships` takes only `limit`
+//!   and `offset`, whose cost grows with the offset). The organizations are walked as below.
+//! - **Organizations**: `GET /v1/organizations` takes only `limit` and `offset` (no cursor, no
+//!   `created_at` filter), so they page by offset (`OffsetWalk`), the one walk here whose pages
+//!   grow dearer with its length.
 //!
 //! A sweep stops at the first page with fewer than 500 items. A full page with nothing new
 //! means the API ignored the paging parameters: that is refused rather than looped on.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 
 use serde_json::Value;
 
@@ -35,6 +39,13 @@ pub struct Sweep {
 enum Walk {
     Users(Keyset),
     Organizations(OffsetWalk),
+    Memberships {
+        organizations: OffsetWalk,
+        /// Organizations listed and not visited yet: at most a page of them.
+        queue: VecDeque<String>,
+        /// The organization whose memberships are being read.
+        current: Option<(String, Keyset)>,
+    },
 }
 
 impl Sweep {
@@ -47,10 +58,12 @@ impl Sweep {
     }
 
     pub(super) fn memberships(api: ClerkApi) -> Self {
-        Self::new(
-            api,
-            Walk::Organizations(OffsetWalk::new("organization_memberships")),
-        )
+        let walk = Walk::Memberships {
+            organizations: OffsetWalk::new("organizations"),
+            queue: VecDeque::new(),
+            current: None,
+        };
+        Self::new(api, walk)
     }
 
     fn new(api: ClerkApi, walk: Walk) -> Self {
@@ -82,9 +95,64 @@ impl Sweep {
                 Some(page) => (page, walk.complete),
                 None => (Vec::new(), true),
             },
+            Walk::Memberships {
+                organizations,
+                queue,
+                current,
+            } => memberships_page(api, organizations, queue, current).await?,
         };
         self.complete = complete;
         Ok(Some(page))
+    }
+}
+
+/// Up to a page of memberships, read organization by organization; and whether that was all.
+/// Small organizations are gathered into one page, so that reconcile handles pages, not
+/// organizations.
+async fn memberships_page(
+    api: &ClerkApi,
+    organizations: &mut OffsetWalk,
+    queue: &mut VecDeque<String>,
+    current: &mut Option<(String, Keyset)>,
+) -> Result<(Vec<Object>, bool), ClerkApiError> {
+    let mut page = Vec::new();
+    loop {
+        if let Some((organization, keyset)) = current {
+            let url = api.url(
+                &["organizations", organization.as_str(), "memberships"],
+                &keyset.query(),
+            );
+            let what = "organization memberships";
+            let listed = keyset_page(api, url, what, |body| list_data(body, what)).await?;
+            // 404: the organization was deleted since it was listed, and its memberships with it.
+            let Some(listed) = listed else {
+                *current = None;
+                continue;
+            };
+            let raw_len = listed.len();
+            page.extend(keyset.fresh(listed, what)?);
+            if raw_len < PAGE_LIMIT {
+                *current = None;
+            }
+            if page.len() >= PAGE_LIMIT {
+                return Ok((page, false));
+            }
+        } else if let Some(organization) = queue.pop_front() {
+            // Only an id Clerk could have goes into a path.
+            if crate::sync::item::ItemId::parse(&organization).is_ok_and(|id| id.is_clerk_shaped())
+            {
+                *current = Some((organization, Keyset::default()));
+            }
+        } else {
+            match organizations.next(api).await? {
+                Some(listed) => queue.extend(
+                    listed
+                        .iter()
+                        .filter_map(|organization| item_id(organization).map(str::to_owned)),
+                ),
+                None => return Ok((page, true)),
+            }
+        }
     }
 }
 
@@ -109,7 +177,7 @@ fn not_found(path: &str) -> ClerkApiError {
 }
 
 /// A keyset on `created_at`, for the lists that take `order_by=+created_at&limit=500` and
-/// `created_at_after` (users, in every API version).
+/// `created_at_after` (users, in every API version; an organization's memberships).
 ///
 /// `created_at_after` is strictly greater, so asking for `created_at_after = b` after a page
 /// ending at `b` would skip the items of `b` that did not fit in that page. Instead the walk keeps
