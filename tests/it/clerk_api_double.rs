@@ -377,6 +377,7 @@ async fn list_users(State(shared): State<Arc<Shared>>, Query(params): Params) ->
         scope: Scope::All,
         filter: Some(("user_id", Field::Id)),
         created_at_filters: true,
+        counted: false,
     };
     match listing.page(&data.users, &params) {
         Ok((items, _)) => json_text(format!("[{}]", items.join(","))),
@@ -410,6 +411,7 @@ async fn list_organizations(State(shared): State<Arc<Shared>>, Query(params): Pa
         scope,
         filter: Some(("organization_id", Field::Id)),
         created_at_filters: false,
+        counted: true,
     };
     list(listing.page(&data.organizations, &params))
 }
@@ -431,6 +433,7 @@ async fn list_organization_memberships(
         scope: Scope::Organization(&org_id),
         filter: Some(("user_id", Field::User)),
         created_at_filters: true,
+        counted: true,
     };
     list(listing.page(&data.memberships, &params))
 }
@@ -441,6 +444,7 @@ async fn list_memberships(State(shared): State<Arc<Shared>>, Query(params): Para
         scope: Scope::All,
         filter: None,
         created_at_filters: false,
+        counted: true,
     };
     list(listing.page(&data.memberships, &params))
 }
@@ -464,6 +468,7 @@ async fn list_user_memberships(
         scope: Scope::Ids(ids),
         filter: None,
         created_at_filters: false,
+        counted: true,
     };
     list(listing.page(&data.memberships, &params))
 }
@@ -496,11 +501,13 @@ enum Field {
 }
 
 /// One list endpoint: its scope, the id filter it takes, whether it takes `created_at_after` and
-/// `created_at_before`.
+/// `created_at_before`, and whether it answers a `total_count` (counting what a filter admits
+/// walks every match: the users list, a plain array, does not).
 struct Listing<'a> {
     scope: Scope<'a>,
     filter: Option<(&'static str, Field)>,
     created_at_filters: bool,
+    counted: bool,
 }
 
 type Key<'t> = (i64, &'t str);
@@ -592,7 +599,9 @@ impl Listing<'_> {
             && low == i64::MIN
             && high == i64::MAX
             && filter.as_ref().is_none_or(|(filter, _)| filter.is_empty());
-        let total = if unfiltered {
+        let total = if !self.counted {
+            0
+        } else if unfiltered {
             table.by_id.len()
         } else {
             keys().filter(admits).count()
