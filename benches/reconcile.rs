@@ -4,11 +4,15 @@
 //! (`handler::reconcile::reconcile` in this process: the emulator only exists in-process).
 //!
 //! `cargo bench --bench reconcile`: 100 000 users on the embedded store, 20 000 on the emulator
-//! (`RECONCILE_BENCH_USERS` and `RECONCILE_BENCH_EMULATOR_USERS` change them; see
-//! `DEFAULT_EMULATOR_USERS` for why the emulator gets fewer). Wall time, users per second, Clerk
-//! requests, request units (emulator estimate) and peak memory; the counts of every run are
-//! checked. A first row times the users sweep alone, with no store: the double's share of every
-//! run below (it filters and sorts every user for each page it serves).
+//! (`RECONCILE_BENCH_USERS` and `RECONCILE_BENCH_EMULATOR_USERS` change them, `0` skips the
+//! emulator; see `DEFAULT_EMULATOR_USERS` for why the emulator gets fewer). Wall time, users per
+//! second, Clerk requests, request units (emulator estimate) and peak memory; the counts of every
+//! run are checked. A first row times the users sweep alone, with no store: the double's share of
+//! every run below. For the embedded runs, the CPU time the double (this process) spent while the
+//! handler ran is printed beside the handler's own, so that a run limited by the double shows.
+//!
+//! A million users: `RECONCILE_BENCH_USERS=1000000 RECONCILE_BENCH_EMULATOR_USERS=0 cargo bench
+//! --bench reconcile` (about 25 minutes on two cores, most of it the backfill's fsynced writes).
 //!
 //! The double answers as fast as it can and the client is allowed 1 000 requests/s, so these runs
 //! measure the handler (and the double), not Clerk: Clerk allows 100 requests/s per key in
@@ -96,7 +100,7 @@ fn main() {
         // The emulator first: its peak is this process's, best measured before the large
         // double's memory, freed or not, is part of it.
         let mut emulated_rows = Vec::new();
-        {
+        if emulator_users > 0 {
             let double = tenant_double(emulator_users).await;
             let emulator = Emulator::new();
             emulated_rows.push(emulated(&double, &emulator, emulator_users, false).await);
@@ -136,8 +140,7 @@ async fn tenant_double(users: usize) -> ClerkApiDouble {
 
 /// `n` real-shaped users with distinct ids. Creation times come in groups of `TIE` sharing a
 /// millisecond, with uneven gaps between groups. The ids sort in creation order, as Clerk's
-/// (time-ordered) ids do; it also keeps the double fast, since it sorts every matching user on
-/// each page it serves and that sort is near-linear on input already in order.
+/// (time-ordered) ids do.
 fn tenant(n: usize) -> impl Iterator<Item = Value> {
     (0..n).map(|i| {
         let group = (i / TIE) as i64;
@@ -165,6 +168,8 @@ struct Row {
     peak_rss: u64,
     /// KiB, for the in-process runs: resident just before the run.
     rss_before: Option<u64>,
+    /// CPU seconds of the handler process and of this one (the double) during an embedded run.
+    cpu: Option<(f64, f64)>,
     result: String,
 }
 
@@ -190,6 +195,7 @@ async fn sweep_only(double: &ClerkApiDouble, users: usize) -> Row {
         ru_per_1000: None,
         peak_rss: proc_status("VmHWM"),
         rss_before: Some(rss_before),
+        cpu: None,
         result: format!("{swept} users listed"),
     }
 }
@@ -218,14 +224,21 @@ fn embedded(double: &ClerkApiDouble, path: &std::path::Path, users: usize, dry_r
         if dry_run { " --dry-run" } else { "" }
     );
     let started = Instant::now();
+    let double_cpu = own_cpu_seconds();
     let waited = wait_with_rusage(command.spawn().expect("the handler binary starts"));
     let wall = started.elapsed();
+    let double_cpu = own_cpu_seconds() - double_cpu;
     let clerk_requests = double.request_count() - requests;
     eprintln!(
-        "  exit {:?}; handler VmHWM {} MiB (wait4 ru_maxrss {} MiB, this process's peak included)",
+        "  exit {:?} after {:.1} s; handler VmHWM {} MiB (wait4 ru_maxrss {} MiB, this process's \
+         peak included); CPU: handler {:.1} s, double {:.1} s; this process resident {} MiB",
         waited.exit_code,
+        wall.as_secs_f64(),
         mib(waited.peak_rss_kib),
-        mib(waited.ru_maxrss_kib)
+        mib(waited.ru_maxrss_kib),
+        waited.cpu_seconds,
+        double_cpu,
+        mib(proc_status("VmRSS"))
     );
     let log = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
     assert_eq!(
@@ -260,6 +273,7 @@ fn embedded(double: &ClerkApiDouble, path: &std::path::Path, users: usize, dry_r
         ru_per_1000: None,
         peak_rss: waited.peak_rss_kib,
         rss_before: None,
+        cpu: Some((waited.cpu_seconds, double_cpu)),
         result: format!(
             "exit {}, {}",
             waited.exit_code.unwrap_or(-1),
@@ -318,6 +332,7 @@ async fn emulated(
         ru_per_1000: Some(run.request_charge.0 * 1_000.0 / users as f64),
         peak_rss,
         rss_before: Some(rss_before),
+        cpu: None,
         result: format!("complete, {}", summary(&users_json)),
     }
 }
@@ -405,6 +420,8 @@ struct Waited {
     /// the exec replaces this process's address space and Linux carries its peak into the
     /// child's `maxrss` (the double's users and all).
     ru_maxrss_kib: u64,
+    /// The child's user and system CPU time.
+    cpu_seconds: f64,
 }
 
 /// Reads the child's stdout to its end, then reaps it with `wait4` for its exit status and
@@ -453,7 +470,22 @@ fn wait_with_rusage(mut child: std::process::Child) -> Waited {
         peak_rss_kib: poller.join().expect("the RSS poller"),
         // Linux reports kilobytes.
         ru_maxrss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
+        cpu_seconds: seconds(usage.ru_utime) + seconds(usage.ru_stime),
     }
+}
+
+fn seconds(time: libc::timeval) -> f64 {
+    time.tv_sec as f64 + time.tv_usec as f64 / 1e6
+}
+
+/// This process's user and system CPU time so far: the double's, while the handler runs.
+fn own_cpu_seconds() -> f64 {
+    // SAFETY: `rusage` is plain data, all zeroes is a valid value, and `getrusage` fills it in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid out-pointer for this process's own usage.
+    let done = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    assert_eq!(done, 0, "getrusage: {}", std::io::Error::last_os_error());
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
 /// A field of /proc/self/status in KiB (`VmRSS`, `VmHWM`).
@@ -489,9 +521,9 @@ fn print_table(users: usize, emulator_users: usize, rows: &[Row]) {
          in groups of {TIE}, from the Clerk API double at up to {RATE} requests/s"
     );
     println!(
-        "| run | store | wall s | users/s | Clerk requests | RU / 1 000 users | peak RSS MiB | result |"
+        "| run | store | wall s | users/s | Clerk requests | RU / 1 000 users | peak RSS MiB | CPU s handler / double | result |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---|");
     for row in rows {
         let rss = match row.rss_before {
             Some(before) => format!(
@@ -502,8 +534,11 @@ fn print_table(users: usize, emulator_users: usize, rows: &[Row]) {
             ),
             None => mib(row.peak_rss).to_string(),
         };
+        let cpu = row.cpu.map_or("-".to_owned(), |(handler, double)| {
+            format!("{handler:.1} / {double:.1}")
+        });
         println!(
-            "| {} | {} | {:.1} | {:.0} | {} | {} | {} | {} |",
+            "| {} | {} | {:.1} | {:.0} | {} | {} | {} | {cpu} | {} |",
             row.run,
             row.store,
             row.wall.as_secs_f64(),
@@ -521,14 +556,17 @@ fn print_table(users: usize, emulator_users: usize, rows: &[Row]) {
          from /proc/<pid>/status: wait4's ru_maxrss would include this process's peak, see \
          `Waited`); the wall time includes its start and the store scan."
     );
-    println!(
-        "emulator: in this process; peak RSS is this process's VmHWM, reset just before the run \
+    if emulator_users > 0 {
+        println!(
+            "emulator: in this process; peak RSS is this process's VmHWM, reset just before the run \
          (from = resident then, which already holds the double's {emulator_users} users), so it \
          also counts the emulator's own copy of every document written; RU is the emulator's \
-         estimate of the runs' reads and writes, the scan of the store's states not included \
-         (a dry run writes nothing: 0). The emulator counts its whole partition on every point \
-         operation, so its time grows faster than linearly; a real account does not."
-    );
+         estimate of the runs' per-page state queries, reads and writes, the two scans of the \
+         store's states not included. The emulator counts its whole partition on every point \
+         operation, and evaluates a query against every document, so its time grows faster than \
+         linearly; a real account does not."
+        );
+    }
     println!(
         "Clerk: real Clerk allows 100 requests/s per key and CLERK_API_RATE defaults to 10, so a \
          real run is paced by Clerk: {users} users = {} pages of 500, at least {:.0} s at 10 \

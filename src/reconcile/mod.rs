@@ -3,28 +3,33 @@
 //! tombstones what Clerk no longer has — only after a complete sweep, and only once Clerk
 //! confirms each is gone.
 //!
-//! Memory: one entry per stored item (its id and `State`, about 100 bytes), loaded before the
-//! sweep; that is what the deletion check needs. Clerk's pages are handled one at a time.
+//! Memory: a page of Clerk's items at a time (and the next one, fetched meanwhile), each page
+//! classified against the states the store holds for its ids, read in one query; and, for the
+//! deletion check, 8 bytes per live item stored when the run started (`listed`). After the
+//! sweeps, the store's states are streamed past that set (`delete`).
 
+mod delete;
+mod listed;
 mod progress;
 mod report;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
+use self::listed::Listed;
 use crate::clerk::Snapshot;
-use crate::clerk::api::{ClerkApi, ClerkApiError, Patience, Sweep};
+use crate::clerk::api::{ClerkApi, ClerkApiError, Sweep};
 use crate::store::{RequestCharge, Store};
 use crate::sync::apply::{self, ApplyError, Options};
 use crate::sync::decide::{
     self, Change, Confirmation, Facts, Outcome, Parents, SkipReason, Verdict,
 };
 use crate::sync::document::{Source, State};
-use crate::sync::item::{ItemId, ItemRef, Kind};
+use crate::sync::item::{ItemId, Kind};
 
 pub use self::progress::{LogProgress, Phase, Progress};
 pub use self::report::{Counts, Report, Run, Stopped, Trigger, plural};
@@ -32,8 +37,6 @@ pub use self::report::{Counts, Report, Run, Stopped, Trigger, plural};
 /// Store writes in flight at once: enough to keep up with Clerk's pages, few enough not to
 /// throttle a serverless account.
 pub const WRITE_CONCURRENCY: usize = 16;
-/// Ids per deletion check request (Clerk's filters take up to 100).
-const CONFIRM_BATCH: usize = 100;
 
 pub struct Settings<'a> {
     pub dry_run: bool,
@@ -95,7 +98,7 @@ pub async fn reconcile(store: &dyn Store, clerk: &ClerkApi, settings: Settings<'
             organizations: Counts::default(),
             memberships: Counts::default(),
         },
-        stored: HashMap::new(),
+        listed: Listed::new(),
         request_charge: RequestCharge::default(),
     };
     let stopped = run.run().await.err();
@@ -111,12 +114,6 @@ pub async fn reconcile(store: &dyn Store, clerk: &ClerkApi, settings: Settings<'
     }
 }
 
-/// What the store held for one id when the run started, and whether Clerk listed it since.
-struct Entry {
-    state: State,
-    seen: bool,
-}
-
 struct Reconcile<'a> {
     store: &'a dyn Store,
     clerk: &'a ClerkApi,
@@ -125,21 +122,19 @@ struct Reconcile<'a> {
     /// The run's id: its documents' `lastEventId`.
     event_id: &'a str,
     report: Report,
-    stored: HashMap<String, Entry>,
+    /// The live items stored when the run started, and whether Clerk listed each.
+    listed: Listed,
     request_charge: RequestCharge,
 }
 
 impl Reconcile<'_> {
     async fn run(&mut self) -> Result<(), Stopped> {
-        self.load_store().await?;
+        self.index_store().await?;
         for kind in ORDER {
             self.sweep(kind).await?;
         }
         // Only now, after every sweep completed, may anything be deleted.
-        for kind in ORDER {
-            self.delete_gone(kind).await?;
-        }
-        Ok(())
+        self.delete_gone().await
     }
 
     /// How the run's writes are applied: stamped with the run, never asking the guard (Clerk
@@ -160,20 +155,21 @@ impl Reconcile<'_> {
         within(self.settings.deadline, work).await
     }
 
-    async fn load_store(&mut self) -> Result<(), Stopped> {
+    /// Counts the live items of each kind stored as the run starts (the report's `store`), and
+    /// remembers them for the deletion check; nothing else of the store is kept.
+    async fn index_store(&mut self) -> Result<(), Stopped> {
+        let mut listed = Listed::new();
         let mut states = self.store.states();
-        loop {
-            let Some((id, state)) = self.in_time(states.try_next()).await? else {
-                break;
-            };
+        while let Some((id, state)) = self.in_time(states.try_next()).await? {
             if let State::Live {
                 kind: Some(kind), ..
             } = state
             {
                 self.report.counts_mut(kind).store += 1;
+                listed.insert(&id);
             }
-            self.stored.insert(id, Entry { state, seen: false });
         }
+        self.listed = listed.sealed();
         Ok(())
     }
 
@@ -188,7 +184,7 @@ impl Reconcile<'_> {
         let deadline = self.settings.deadline;
         let mut page = next_page(&mut sweep, kind, deadline, self.event_id).await?;
         while let Some(items) = page {
-            let planned = self.plan(kind, items);
+            let planned = self.plan(kind, items).await?;
             let fetching = next_page(&mut sweep, kind, deadline, self.event_id);
             let (next, healed) = tokio::join!(fetching, self.heal(kind, planned));
             healed?;
@@ -200,8 +196,13 @@ impl Reconcile<'_> {
         Ok(())
     }
 
-    /// One page's items, read and classified: what each needs, counted as Clerk's.
-    fn plan(&mut self, kind: Kind, page: Vec<Map<String, Value>>) -> Vec<(Snapshot, Verdict)> {
+    /// One page's items, read and classified against the store's states of their ids (and of a
+    /// membership's organization and user): what each needs, counted as Clerk's.
+    async fn plan(
+        &mut self,
+        kind: Kind,
+        page: Vec<Map<String, Value>>,
+    ) -> Result<Vec<(Snapshot, Verdict)>, Stopped> {
         let snapshots: Vec<Snapshot> = page
             .into_iter()
             .filter_map(|data| match Snapshot::parse(kind, data) {
@@ -214,30 +215,40 @@ impl Reconcile<'_> {
             })
             .collect();
         self.report.counts_mut(kind).clerk += snapshots.len() as u64;
-        snapshots
+        let mut ids: Vec<ItemId> = snapshots
+            .iter()
+            .flat_map(|snapshot| {
+                let parents = Change::Upsert(snapshot).parent_ids().into_iter().flatten();
+                std::iter::once(snapshot.id()).chain(parents).cloned()
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let (states, charge) = self.in_time(self.store.states_of(&ids)).await?;
+        self.request_charge += charge;
+        let states: HashMap<String, State> = states.into_iter().collect();
+        Ok(snapshots
             .into_iter()
             .map(|snapshot| {
-                let verdict = self.classify(&snapshot);
+                let verdict = self.classify(&snapshot, &states);
                 (snapshot, verdict)
             })
-            .collect()
+            .collect())
     }
 
-    /// What the decision says about one Clerk item against the store as loaded, marking it seen.
-    fn classify(&mut self, snapshot: &Snapshot) -> Verdict {
+    /// What the decision says about one Clerk item against the store's `states`, marking it
+    /// listed.
+    fn classify(&mut self, snapshot: &Snapshot, states: &HashMap<String, State>) -> Verdict {
         let change = Change::Upsert(snapshot);
         let parents = Parents::of(
             change
                 .parent_ids()
                 .into_iter()
                 .flatten()
-                .map(|id| self.stored.get(id.as_str()).map(|entry| entry.state)),
+                .map(|id| states.get(id.as_str()).copied()),
         );
-        let entry = self.stored.get_mut(snapshot.id().as_str());
-        let state = entry.map(|entry| {
-            entry.seen = true;
-            entry.state
-        });
+        self.listed.mark(snapshot.id().as_str());
+        let state = states.get(snapshot.id().as_str()).copied();
         let facts = Facts {
             parents,
             // The item comes from Clerk itself.
@@ -262,7 +273,7 @@ impl Reconcile<'_> {
                     }
                     let report = match apply::apply(store, Change::Upsert(&snapshot), options).await {
                         Ok(report) => report,
-                        // Something else took the id since the store was loaded: left as it is,
+                        // Something else took the id since it was read: left as it is,
                         // as `classify` leaves one it sees.
                         Err(ApplyError::Conflict(conflict)) => {
                             tracing::warn!(item_id = %snapshot.id(), %conflict, "reconcile: the id holds another kind of item; left as it is");
@@ -306,97 +317,5 @@ impl Reconcile<'_> {
             Some(error) => Err(error.into()),
             None => Ok(()),
         }
-    }
-
-    /// Tombstones the stored items of `kind` Clerk did not list, once Clerk confirms each is gone.
-    async fn delete_gone(&mut self, kind: Kind) -> Result<(), Stopped> {
-        let candidates: Vec<ItemId> = self
-            .stored
-            .iter()
-            .filter(|(_, entry)| !entry.seen && entry.state.is_live(kind))
-            .filter_map(|(id, _)| ItemId::parse(id).ok())
-            .collect();
-        for batch in candidates.chunks(CONFIRM_BATCH) {
-            let gone = self.in_time(self.confirm_gone(kind, batch)).await?;
-            for id in gone {
-                self.delete(kind, id).await?;
-            }
-            self.settings.progress.update(
-                kind,
-                self.report.counts(kind),
-                Phase::ConfirmingDeletions,
-            );
-        }
-        Ok(())
-    }
-
-    /// Which of `ids` Clerk no longer has: absent from a lookup by id (users, organizations), or
-    /// not among its organization's memberships of that user (memberships).
-    async fn confirm_gone(&self, kind: Kind, ids: &[ItemId]) -> Result<Vec<ItemId>, Stopped> {
-        let existing = match kind {
-            Kind::User => self.clerk.existing_users(ids).await?,
-            Kind::Organization => self.clerk.existing_organizations(ids).await?,
-            Kind::Membership => {
-                let mut existing = HashSet::new();
-                for id in ids {
-                    if self.membership_exists(id).await? {
-                        existing.insert(id.clone());
-                    }
-                }
-                existing
-            }
-        };
-        Ok(ids
-            .iter()
-            .filter(|id| !existing.contains(*id))
-            .cloned()
-            .collect())
-    }
-
-    async fn membership_exists(&self, id: &ItemId) -> Result<bool, Stopped> {
-        let (stored, _) = self.store.read(id).await?;
-        let Some(document) = stored.map(|s| s.document) else {
-            // Removed since the run started: nothing left to delete.
-            return Ok(true);
-        };
-        let link = |field: &str, kind: Kind| {
-            let raw = document.get(field).and_then(|v| v.as_str())?;
-            ItemId::parse_as(kind, raw).ok()
-        };
-        let (Some(organization), Some(user)) = (
-            link("organizationId", Kind::Organization),
-            link("userId", Kind::User),
-        ) else {
-            // A tombstone by now (a deleted user or organization took it along), or a document
-            // without its links: nothing to ask Clerk about, nothing to delete.
-            return Ok(true);
-        };
-        let found = self
-            .clerk
-            .get_membership(&organization, &user, id, Patience::Batch)
-            .await?;
-        Ok(found.is_some())
-    }
-
-    async fn delete(&mut self, kind: Kind, id: ItemId) -> Result<(), Stopped> {
-        if self.settings.dry_run {
-            self.report.counts_mut(kind).deleted += 1;
-            return Ok(());
-        }
-        let item = ItemRef { kind, id };
-        let options = self.apply_options();
-        let applied = self
-            .in_time(apply::apply(self.store, Change::Delete(&item), options))
-            .await?;
-        self.request_charge += applied.tally.request_charge;
-        if applied.outcome == Outcome::Applied {
-            self.report.counts_mut(kind).deleted += 1;
-        }
-        // Memberships a deleted user or organization took with it are Clerk's deletions too.
-        self.report.memberships.deleted += u64::from(applied.cascaded);
-        if let Some(entry) = self.stored.get_mut(item.id.as_str()) {
-            entry.state = State::Tombstone { of: Some(kind) };
-        }
-        Ok(())
     }
 }

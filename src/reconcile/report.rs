@@ -116,8 +116,8 @@ pub struct Run {
     pub id: String,
     pub report: Report,
     pub stopped: Option<Stopped>,
-    /// What its writes (reads and writes of `apply`) cost, in Cosmos request units; the scan of
-    /// the store's states is not included.
+    /// What its reads of each page's states and its writes (reads and writes of `apply`) cost,
+    /// in Cosmos request units; the two scans of every item's state are not included.
     pub request_charge: RequestCharge,
     pub duration: Duration,
     /// Requests made to Clerk's Backend API, retries included.

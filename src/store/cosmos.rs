@@ -42,6 +42,9 @@ const OPERATION_BACKSTOP: Duration = OPERATION_TIMEOUT.saturating_add(Duration::
 const SYSTEM_PROPERTIES: [&str; 5] = ["_rid", "_self", "_etag", "_attachments", "_ts"];
 /// Only what `document::state` reads, so that reconcile's scan of every item costs little.
 const STATES_QUERY: &str = "SELECT c.id, c.type, c.of, c.clerkUpdatedAt FROM c";
+/// The same for the items of some ids, which come as one array parameter.
+const STATES_OF_QUERY: &str =
+    "SELECT c.id, c.type, c.of, c.clerkUpdatedAt FROM c WHERE ARRAY_CONTAINS(@ids, c.id)";
 
 pub struct CosmosStore {
     connection: Connection,
@@ -197,15 +200,34 @@ impl Store for CosmosStore {
 
     fn states(&self) -> Items<'_, (String, State)> {
         self.query(Ok(Query::from(STATES_QUERY)))
-            .and_then(|item: Document| async move {
-                match item.get("id").and_then(Value::as_str) {
-                    Some(id) => Ok((id.to_owned(), document::state(&item))),
-                    None => Err(StoreError::Rejected(
-                        "an item came back without an id".into(),
-                    )),
-                }
-            })
+            .and_then(|item: Document| async move { id_and_state(&item) })
             .boxed()
+    }
+
+    async fn states_of(
+        &self,
+        ids: &[ItemId],
+    ) -> Result<(Vec<(String, State)>, RequestCharge), StoreError> {
+        if ids.is_empty() {
+            return Ok((Vec::new(), RequestCharge::default()));
+        }
+        let ids: Vec<&str> = ids.iter().map(ItemId::as_str).collect();
+        let query = Query::from(STATES_OF_QUERY).with_parameter("@ids", ids);
+        let classify = |error: CosmosError| errors::classify("query", &error);
+        let container = self.connection.container(LIST_CONNECT_WAIT).await?;
+        let mut pages = container
+            .query_items::<Document>(query.map_err(classify)?, FeedScope::full_container(), None)
+            .await
+            .map_err(classify)?
+            .into_pages();
+        let (mut states, mut charge) = (Vec::new(), RequestCharge::default());
+        while let Some(page) = bounded("query", pages.try_next()).await.map_err(classify)? {
+            charge += self::charge(&page.diagnostics());
+            for item in page.items() {
+                states.push(id_and_state(item)?);
+            }
+        }
+        Ok((states, charge))
     }
 }
 
@@ -226,6 +248,16 @@ impl CosmosStore {
         .map_ok(move |items| items.map_err(classify))
         .try_flatten()
         .boxed()
+    }
+}
+
+/// A projection's id and the state it reads as.
+fn id_and_state(item: &Document) -> Result<(String, State), StoreError> {
+    match item.get("id").and_then(Value::as_str) {
+        Some(id) => Ok((id.to_owned(), document::state(item))),
+        None => Err(StoreError::Rejected(
+            "an item came back without an id".into(),
+        )),
     }
 }
 

@@ -283,6 +283,49 @@ impl Store for LocalStore {
         })
     }
 
+    async fn states_of(
+        &self,
+        ids: &[ItemId],
+    ) -> Result<(Vec<(String, State)>, RequestCharge), StoreError> {
+        // One parameter however many ids: a JSON array, read by `json_each`.
+        let ids = serde_json::to_string(&ids.iter().map(ItemId::as_str).collect::<Vec<_>>())
+            .map_err(|e| StoreError::Rejected(format!("cannot serialize ids: {e}")))?;
+        let states = self
+            .blocking(move |inner| {
+                let connection = inner.connection();
+                let mut statement = connection
+                    .prepare_cached(&format!(
+                        "SELECT id, json_extract(document, '$.type'), json_extract(document, '$.of'),
+                                json_extract(document, '$.clerkUpdatedAt')
+                         FROM items WHERE id IN (SELECT value FROM json_each(:ids)) AND {LIVE}"
+                    ))
+                    .map_err(classify)?;
+                let rows = statement
+                    .query_map(
+                        rusqlite::named_params! {":ids": ids, ":now": now_ms()},
+                        |row| {
+                            // The fields `document::state` reads, and nothing else of the document.
+                            let mut projection = Document::new();
+                            let fields = [(1, "type"), (2, "of"), (3, "clerkUpdatedAt")];
+                            for (column, field) in fields {
+                                let value = match row.get::<_, rusqlite::types::Value>(column)? {
+                                    rusqlite::types::Value::Text(text) => Value::from(text),
+                                    rusqlite::types::Value::Integer(n) => Value::from(n),
+                                    rusqlite::types::Value::Real(x) => Value::from(x),
+                                    _ => continue,
+                                };
+                                projection.insert(field.into(), value);
+                            }
+                            Ok((row.get::<_, String>(0)?, document::state(&projection)))
+                        },
+                    )
+                    .map_err(classify)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(classify)
+            })
+            .await?;
+        Ok((states, RequestCharge::default()))
+    }
+
     fn states(&self) -> Items<'_, (String, State)> {
         let sql = format!("SELECT id, document FROM items WHERE {LIVE}");
         self.scan(sql, Vec::new(), |row| {

@@ -1,5 +1,6 @@
-//! Storage: one small trait over "read an item by id", "write it if nothing changed since", and
-//! two streamed scans (live documents of a kind, and every item's state for reconcile).
+//! Storage: one small trait over "read an item by id", "write it if nothing changed since", two
+//! streamed scans (live documents of a kind, and every item's state for reconcile), and the
+//! states of a page's ids at once (for reconcile).
 //!
 //! Both implementations keep the same items (user, organization and membership documents and
 //! tombstones, see `document`) and the same semantics: point reads by id, conditional writes,
@@ -160,6 +161,14 @@ pub trait Store: Send + Sync + 'static {
     /// Every item's id and state, tombstones included, streamed: what reconcile compares with
     /// Clerk.
     fn states(&self) -> Items<'_, (String, State)>;
+
+    /// The id and state of each item stored under one of `ids`, tombstones included (an id with
+    /// nothing stored, or only an expired tombstone, is left out), in one query: what reconcile
+    /// reads for each page of Clerk's items. At most a few thousand ids.
+    async fn states_of(
+        &self,
+        ids: &[ItemId],
+    ) -> Result<(Vec<(String, State)>, RequestCharge), StoreError>;
 }
 
 /// The store the settings select. Returns at once: a remote store connects in the background.

@@ -153,61 +153,136 @@ async fn users_sweep_skips_nobody_when_users_come_and_go_between_pages() {
 }
 
 #[tokio::test]
-async fn organization_and_membership_sweeps_skip_nobody_after_deletions_behind_the_offset() {
+async fn organization_sweep_skips_nobody_after_deletions_behind_the_offset() {
     let double = ClerkApiDouble::start(KEY).await;
     let orgs: Vec<String> = (0..1100).map(|i| format!("org_{i:05}")).collect();
-    let memberships: Vec<String> = (0..1100).map(|i| format!("orgmem_{i:05}")).collect();
     double.put_all(orgs.iter().zip(0..).map(|(id, i)| organization(id, T0 + i)));
-    double.put_all(
-        memberships
-            .iter()
-            .zip(0..)
-            .map(|(id, i)| membership(id, T0 + i / 3)),
-    );
-    // 50 deletions behind the offset before page 2, 50 more before page 3, and newcomers.
-    let deleted = |prefix: &'static str, from: i64| {
+    // 50 deletions behind the offset before page 2, 50 more before page 3, and a newcomer.
+    let deleted = |from: i64| {
         move |data: &mut crate::clerk_api_double::ClerkData| {
             for i in (from..from + 100).step_by(2) {
-                assert!(data.remove(&format!("{prefix}_{i:05}")));
+                assert!(data.remove(&format!("org_{i:05}")));
             }
         }
     };
-    double.on_request(2, deleted("org", 100));
-    double.on_request(3, deleted("org", 600));
+    double.on_request(2, deleted(100));
+    double.on_request(3, deleted(600));
     double.on_request(3, |data| data.put(organization("org_new", T0 + 9_000)));
-    double.on_request(5, deleted("orgmem", 0));
-    double.on_request(6, deleted("orgmem", 500));
-    let api = client(&double);
 
-    let org_ids = sweep_ids(api.organizations()).await;
-    let membership_ids = sweep_ids(api.memberships()).await;
+    let org_ids = sweep_ids(client(&double).organizations()).await;
 
-    let returned: HashSet<&String> = org_ids.iter().chain(&membership_ids).collect();
-    for id in orgs.iter().chain(&memberships) {
-        let present = double.with_data(|data| {
-            data.organizations.contains_key(id) || data.memberships.contains_key(id)
-        });
+    let returned: HashSet<&String> = org_ids.iter().collect();
+    for id in &orgs {
+        let present = double.with_data(|data| data.contains(id));
         assert!(!present || returned.contains(id), "{id} skipped");
     }
     assert!(org_ids.contains(&"org_new".to_owned()));
-    let paths: Vec<String> = double.requests().into_iter().map(|r| r.path).collect();
+    let requests = double.requests();
+    assert!(requests.iter().all(|r| r.path == "/v1/organizations"));
+    let offsets: Vec<&str> = requests
+        .iter()
+        .map(|r| r.query_value("offset").unwrap())
+        .collect();
+    assert_eq!(offsets, ["0", "450", "900"]);
+}
+
+fn member_of(organization: &str, id: &str, created_at: i64) -> Value {
+    created(
+        clerk_membership(id, organization, &format!("user_{id}"), created_at + 1),
+        created_at,
+    )
+}
+
+#[tokio::test]
+async fn membership_sweep_reads_each_organization_by_created_at_and_skips_nobody() {
+    let double = ClerkApiDouble::start(KEY).await;
+    double.put_all([
+        organization("org_a", T0),
+        organization("org_b", T0 + 1),
+        organization("org_c", T0 + 2),
+    ]);
+    // org_a: 1,200 memberships, 600 of them in one millisecond (a bulk import) straddling two
+    // page boundaries; org_b and org_c: a few each.
+    let created_at = |i: i64| match i {
+        0..300 => T0 + i,
+        300..900 => T0 + 1_000,
+        _ => T0 + 1_000 + i,
+    };
+    let big: Vec<String> = (0..1200).map(|i| format!("orgmem_a_{i:04}")).collect();
+    double.put_all(
+        big.iter()
+            .zip(0..)
+            .map(|(id, i)| member_of("org_a", id, created_at(i))),
+    );
+    double.put_all((0..3).map(|i| member_of("org_b", &format!("orgmem_b_{i}"), T0 + i)));
+    double.put_all((0..3).map(|i| member_of("org_c", &format!("orgmem_c_{i}"), T0 + i)));
+    // Clerk misbehaving on the way: a 503 on org_a's first page, a 429 on its second.
+    for failure in [
+        Failure::Delay(Duration::ZERO),
+        Failure::Status(503),
+        Failure::Delay(Duration::ZERO),
+        Failure::RateLimited {
+            retry_after_secs: 0,
+        },
+    ] {
+        double.fail_next(failure);
+    }
+    // Before org_a's second page: deletions read and unread (one in the tie at the boundary),
+    // newcomers in the tie and after it, org_b deleted with its memberships, and a newcomer in
+    // org_c, not read yet.
+    double.on_request(4, |data| {
+        for id in ["orgmem_a_0100", "orgmem_a_0450", "orgmem_a_0700"] {
+            assert!(data.remove(id));
+        }
+        data.put(member_of("org_a", "orgmem_a_new1", T0 + 1_000));
+        data.put(member_of("org_a", "orgmem_a_new2", T0 + 5_000));
+        assert!(data.remove("org_b"));
+        data.put(member_of("org_c", "orgmem_c_new", T0 + 10));
+    });
+
+    let ids = sweep_ids(client(&double).memberships()).await;
+
+    let returned: HashSet<&str> = ids.iter().map(String::as_str).collect();
+    let survivors = big
+        .iter()
+        .map(String::as_str)
+        .filter(|id| *id != "orgmem_a_0700")
+        .chain(["orgmem_c_0", "orgmem_c_1", "orgmem_c_2"]);
+    for id in survivors {
+        assert!(returned.contains(id), "{id} skipped");
+    }
+    for id in ["orgmem_a_new1", "orgmem_a_new2", "orgmem_c_new"] {
+        assert!(returned.contains(id), "{id}, created mid-sweep, skipped");
+    }
+    assert!(!returned.contains("orgmem_a_0700"));
+    assert!(!ids.iter().any(|id| id.starts_with("orgmem_b_")));
+    // The instance-wide list, paged by offset only, is never asked; each organization's pages
+    // go by created_at, with an offset no larger than one tie.
+    let requests = double.requests();
+    let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).collect();
     assert_eq!(
         paths,
         [
             "/v1/organizations",
-            "/v1/organizations",
-            "/v1/organizations",
-            "/v1/organization_memberships",
-            "/v1/organization_memberships",
-            "/v1/organization_memberships",
+            "/v1/organizations/org_a/memberships",
+            "/v1/organizations/org_a/memberships",
+            "/v1/organizations/org_a/memberships",
+            "/v1/organizations/org_a/memberships",
+            "/v1/organizations/org_a/memberships",
+            "/v1/organizations/org_b/memberships",
+            "/v1/organizations/org_c/memberships",
         ]
     );
-    let offsets: Vec<String> = double
-        .requests()
-        .iter()
-        .map(|r| r.query_value("offset").unwrap().to_owned())
-        .collect();
-    assert_eq!(offsets, ["0", "450", "900", "0", "450", "900"]);
+    for request in &requests[1..] {
+        assert_eq!(request.query_value("order_by"), Some("+created_at"));
+        assert_eq!(request.query_value("limit"), Some("500"));
+        let offset: usize = request
+            .query_value("offset")
+            .unwrap_or("0")
+            .parse()
+            .unwrap();
+        assert!(offset < 600, "{offset}");
+    }
 }
 
 #[tokio::test]
@@ -504,7 +579,7 @@ async fn every_request_carries_the_key_and_the_pinned_version() {
     sweep_ids(api.memberships()).await;
     api.existing_users(&[id("user_1")]).await.unwrap();
 
-    assert_eq!(double.request_count(), 5);
+    assert_eq!(double.request_count(), 6);
     for request in double.requests() {
         assert_eq!(request.method, "GET");
         assert_eq!(request.authorization, Some(format!("Bearer {KEY}")));

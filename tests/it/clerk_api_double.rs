@@ -1,11 +1,18 @@
 //! A test double of Clerk's Backend API: not Clerk, but a local stand-in speaking the part of
-//! its documented protocol this project uses (spec `bapi/2026-05-12.yml`), with the behaviours
+//! its documented protocol this project uses (spec `bapi/2026-05-12.yml`), no more (a parameter
+//! the spec does not offer on an endpoint is ignored, as an unknown one is), with the behaviours
 //! a client can trip over reproduced on purpose:
 //! - `GET /v1/users`: a plain JSON array; `limit` above 500 silently gives 10 (as the real API
 //!   does); `offset`; `order_by` `±created_at` (default newest first); `created_at_after` and
 //!   `created_at_before`, both strict; repeated `user_id=` filters (`-` prefix excludes).
-//! - `GET /v1/organizations` (`organization_id=` filters), `GET /v1/organization_memberships`
-//!   and `GET /v1/organizations/{id}/memberships` (`user_id=` filters): `{data, total_count}`.
+//! - `GET /v1/organizations`: `limit`, `offset`, `order_by` `±created_at`, `organization_id=`
+//!   and `user_id=` filters; no `created_at` filter, no cursor.
+//! - `GET /v1/organizations/{id}/memberships`: `limit`, `offset`, `order_by` `±created_at`,
+//!   `created_at_after`/`created_at_before` (strict), `user_id=` filters; 404 for an unknown
+//!   organization.
+//! - `GET /v1/organization_memberships` (`order_by`, `limit`, `offset`) and
+//!   `GET /v1/users/{id}/organization_memberships` (`limit`, `offset`).
+//! - Every list but users answers `{data, total_count}`.
 //! - `GET /v1/users/{id}`, `GET /v1/organizations/{id}`: the object, or 404 with Clerk's error
 //!   body.
 //! - Ties in `created_at` are ordered by id, the same on every request.
@@ -14,16 +21,20 @@
 //! Tests change its data at any time (directly, or from `on_request` just before the n-th
 //! request is answered), script failures (429 with Retry-After, a status, a slow answer), and
 //! read the requests it received.
+//!
+//! Built to serve a million users without being a benchmark's bottleneck: items are kept as
+//! their JSON text, indexed by id and by `(created_at, id)` (memberships also by organization),
+//! so that a page costs its offset and its length, not a sort of everything.
 
 use crate::loopback::LoopbackServer;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -44,12 +55,65 @@ const DEFAULT_LIMIT: usize = 10;
 /// Clerk's cap on the values of one id filter.
 const MAX_FILTER_VALUES: usize = 100;
 
-/// What the double holds, by id. Items are real-shaped JSON (see `fixtures`).
+/// What the double holds: users, organizations and memberships, each by id and in order.
 #[derive(Default)]
 pub struct ClerkData {
-    pub users: BTreeMap<String, Value>,
-    pub organizations: BTreeMap<String, Value>,
-    pub memberships: BTreeMap<String, Value>,
+    users: Table,
+    organizations: Table,
+    memberships: Table,
+}
+
+/// One kind of item, by id and by `(created_at, id)`; memberships also by organization.
+#[derive(Default)]
+struct Table {
+    by_id: HashMap<String, Entry>,
+    by_created: BTreeSet<(i64, String)>,
+    by_organization: BTreeSet<(String, i64, String)>,
+}
+
+struct Entry {
+    json: Box<str>,
+    created_at: i64,
+    /// A membership's organization and user; empty for the other kinds.
+    organization_id: String,
+    user_id: String,
+}
+
+impl Table {
+    fn insert(&mut self, id: String, item: &Value) {
+        self.remove(&id);
+        let entry = Entry {
+            json: item.to_string().into_boxed_str(),
+            created_at: created_at(item),
+            organization_id: item["organization"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            user_id: item["public_user_data"]["user_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        };
+        self.by_created.insert((entry.created_at, id.clone()));
+        if !entry.organization_id.is_empty() {
+            self.by_organization.insert((
+                entry.organization_id.clone(),
+                entry.created_at,
+                id.clone(),
+            ));
+        }
+        self.by_id.insert(id, entry);
+    }
+
+    fn remove(&mut self, id: &str) -> bool {
+        let Some(entry) = self.by_id.remove(id) else {
+            return false;
+        };
+        self.by_created.remove(&(entry.created_at, id.to_owned()));
+        self.by_organization
+            .remove(&(entry.organization_id, entry.created_at, id.to_owned()));
+        true
+    }
 }
 
 impl ClerkData {
@@ -60,13 +124,13 @@ impl ClerkData {
             .as_str()
             .expect("an item has a string id")
             .to_owned();
-        let map = match item["object"].as_str() {
+        let table = match item["object"].as_str() {
             Some("user") => &mut self.users,
             Some("organization") => &mut self.organizations,
             Some("organization_membership") => &mut self.memberships,
             other => panic!("the double holds no {other:?}"),
         };
-        map.insert(id, item);
+        table.insert(id, &item);
     }
 
     /// Removes the item of any kind with this id; whether there was one.
@@ -77,7 +141,14 @@ impl ClerkData {
             &mut self.memberships,
         ]
         .into_iter()
-        .any(|map| map.remove(id).is_some())
+        .any(|table| table.remove(id))
+    }
+
+    /// Whether an item of any kind has this id.
+    pub fn contains(&self, id: &str) -> bool {
+        [&self.users, &self.organizations, &self.memberships]
+            .into_iter()
+            .any(|table| table.by_id.contains_key(id))
     }
 }
 
@@ -152,6 +223,10 @@ impl ClerkApiDouble {
                 get(list_organization_memberships),
             )
             .route("/v1/organization_memberships", get(list_memberships))
+            .route(
+                "/v1/users/{id}/organization_memberships",
+                get(list_user_memberships),
+            )
             .layer(middleware::from_fn_with_state(Arc::clone(&shared), receive))
             .with_state(Arc::clone(&shared));
         Self {
@@ -298,47 +373,51 @@ type Params = Query<Vec<(String, String)>>;
 
 async fn list_users(State(shared): State<Arc<Shared>>, Query(params): Params) -> Response {
     let data = shared.data.lock().unwrap();
-    let (after, before) = match (
-        int_param(&params, "created_at_after"),
-        int_param(&params, "created_at_before"),
-    ) {
-        (Ok(after), Ok(before)) => (after, before),
-        _ => return clerk_error(StatusCode::BAD_REQUEST, "form_param_format_invalid"),
+    let listing = Listing {
+        scope: Scope::All,
+        filter: Some(("user_id", Field::Id)),
+        created_at_filters: true,
+        counted: false,
     };
-    let Some(ids) = IdFilter::parse(&params, "user_id") else {
-        return clerk_error(StatusCode::UNPROCESSABLE_ENTITY, "form_param_value_invalid");
-    };
-    let users = data.users.values().filter(|user| {
-        let created_at = created_at(user);
-        after.is_none_or(|after| created_at > after)
-            && before.is_none_or(|before| created_at < before)
-            && ids.admits(id(user))
-    });
-    match page(users, &params) {
-        Ok((items, _)) => Json(Value::Array(items)).into_response(),
+    match listing.page(&data.users, &params) {
+        Ok((items, _)) => json_text(format!("[{}]", items.join(","))),
         Err((status, code)) => clerk_error(status, code),
     }
 }
 
 async fn get_user(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    object_or_404(shared.data.lock().unwrap().users.get(&id))
+    object_or_404(shared.data.lock().unwrap().users.by_id.get(&id))
 }
 
 async fn list_organizations(State(shared): State<Arc<Shared>>, Query(params): Params) -> Response {
     let data = shared.data.lock().unwrap();
-    let Some(ids) = IdFilter::parse(&params, "organization_id") else {
+    // `user_id=`: the organizations any of these users is a member of.
+    let Some(members) = IdFilter::parse(&params, "user_id") else {
         return clerk_error(StatusCode::UNPROCESSABLE_ENTITY, "form_param_value_invalid");
     };
-    list(
-        data.organizations
+    let scope = if members.is_empty() {
+        Scope::All
+    } else {
+        let ids: BTreeSet<String> = data
+            .memberships
+            .by_id
             .values()
-            .filter(|org| ids.admits(id(org))),
-        &params,
-    )
+            .filter(|membership| members.admits(&membership.user_id))
+            .map(|membership| membership.organization_id.clone())
+            .collect();
+        Scope::Ids(ids.into_iter().collect())
+    };
+    let listing = Listing {
+        scope,
+        filter: Some(("organization_id", Field::Id)),
+        created_at_filters: false,
+        counted: true,
+    };
+    list(listing.page(&data.organizations, &params))
 }
 
 async fn get_organization(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    object_or_404(shared.data.lock().unwrap().organizations.get(&id))
+    object_or_404(shared.data.lock().unwrap().organizations.by_id.get(&id))
 }
 
 async fn list_organization_memberships(
@@ -347,75 +426,214 @@ async fn list_organization_memberships(
     Query(params): Params,
 ) -> Response {
     let data = shared.data.lock().unwrap();
-    if !data.organizations.contains_key(&org_id) {
+    if !data.organizations.by_id.contains_key(&org_id) {
         return clerk_error(StatusCode::NOT_FOUND, "resource_not_found");
     }
-    let Some(users) = IdFilter::parse(&params, "user_id") else {
-        return clerk_error(StatusCode::UNPROCESSABLE_ENTITY, "form_param_value_invalid");
+    let listing = Listing {
+        scope: Scope::Organization(&org_id),
+        filter: Some(("user_id", Field::User)),
+        created_at_filters: true,
+        counted: true,
     };
-    list(
-        data.memberships.values().filter(|membership| {
-            membership["organization"]["id"] == org_id.as_str()
-                && users.admits(
-                    membership["public_user_data"]["user_id"]
-                        .as_str()
-                        .unwrap_or_default(),
-                )
-        }),
-        &params,
-    )
+    list(listing.page(&data.memberships, &params))
 }
 
 async fn list_memberships(State(shared): State<Arc<Shared>>, Query(params): Params) -> Response {
     let data = shared.data.lock().unwrap();
-    list(data.memberships.values(), &params)
+    let listing = Listing {
+        scope: Scope::All,
+        filter: None,
+        created_at_filters: false,
+        counted: true,
+    };
+    list(listing.page(&data.memberships, &params))
+}
+
+async fn list_user_memberships(
+    State(shared): State<Arc<Shared>>,
+    Path(user_id): Path<String>,
+    Query(mut params): Params,
+) -> Response {
+    let data = shared.data.lock().unwrap();
+    // The spec offers `limit` and `offset` only.
+    params.retain(|(key, _)| key == "limit" || key == "offset");
+    let ids: Vec<String> = data
+        .memberships
+        .by_id
+        .iter()
+        .filter(|(_, membership)| membership.user_id == user_id)
+        .map(|(id, _)| id.clone())
+        .collect();
+    let listing = Listing {
+        scope: Scope::Ids(ids),
+        filter: None,
+        created_at_filters: false,
+        counted: true,
+    };
+    list(listing.page(&data.memberships, &params))
 }
 
 /// `{data, total_count}`, as every list but users answers.
-fn list<'a>(items: impl Iterator<Item = &'a Value>, params: &[(String, String)]) -> Response {
-    match page(items, params) {
-        Ok((data, total_count)) => {
-            Json(json!({"data": data, "total_count": total_count})).into_response()
-        }
+fn list(page: Result<(Vec<&str>, usize), (StatusCode, &'static str)>) -> Response {
+    match page {
+        Ok((data, total_count)) => json_text(format!(
+            r#"{{"data":[{}],"total_count":{total_count}}}"#,
+            data.join(",")
+        )),
         Err((status, code)) => clerk_error(status, code),
     }
 }
 
-/// Ordered, then `offset` and `limit` applied: the page, and how many matched in all; or the
-/// status and Clerk error code refusing the parameters.
-fn page<'a>(
-    items: impl Iterator<Item = &'a Value>,
-    params: &[(String, String)],
-) -> Result<(Vec<Value>, usize), (StatusCode, &'static str)> {
-    let mut items: Vec<&Value> = items.collect();
-    // Each key read once: a 100,000-user sweep sorts on every request.
-    items.sort_by_cached_key(|item| (created_at(item), id(item).to_owned()));
-    match param(params, "order_by").unwrap_or("-created_at") {
-        "created_at" | "+created_at" => {}
-        "-created_at" => items.reverse(),
-        // Clerk orders by other fields too; nothing here needs them.
-        _ => return Err((StatusCode::UNPROCESSABLE_ENTITY, "unsupported_order_by")),
+/// Which items a list may return before its parameters are applied.
+enum Scope<'a> {
+    All,
+    /// An organization's memberships.
+    Organization(&'a str),
+    /// These ids only.
+    Ids(Vec<String>),
+}
+
+/// What an id filter parameter matches: the item's id, or a membership's user.
+#[derive(Clone, Copy)]
+enum Field {
+    Id,
+    User,
+}
+
+/// One list endpoint: its scope, the id filter it takes, whether it takes `created_at_after` and
+/// `created_at_before`, and whether it answers a `total_count` (counting what a filter admits
+/// walks every match: the users list, a plain array, does not).
+struct Listing<'a> {
+    scope: Scope<'a>,
+    filter: Option<(&'static str, Field)>,
+    created_at_filters: bool,
+    counted: bool,
+}
+
+type Key<'t> = (i64, &'t str);
+
+impl Listing<'_> {
+    /// Ordered (by `created_at`, ties by id), filtered, then `offset` and `limit` applied: the
+    /// page's JSON texts, and how many matched in all; or the status and Clerk error code
+    /// refusing the parameters.
+    fn page<'t>(
+        &self,
+        table: &'t Table,
+        params: &[(String, String)],
+    ) -> Result<(Vec<&'t str>, usize), (StatusCode, &'static str)> {
+        let bad = || (StatusCode::BAD_REQUEST, "form_param_format_invalid");
+        let (after, before) = if self.created_at_filters {
+            (
+                int_param(params, "created_at_after").map_err(|_| bad())?,
+                int_param(params, "created_at_before").map_err(|_| bad())?,
+            )
+        } else {
+            (None, None)
+        };
+        let filter = match self.filter {
+            Some((name, field)) => Some((
+                IdFilter::parse(params, name)
+                    .ok_or((StatusCode::UNPROCESSABLE_ENTITY, "form_param_value_invalid"))?,
+                field,
+            )),
+            None => None,
+        };
+        let descending = match param(params, "order_by").unwrap_or("-created_at") {
+            "created_at" | "+created_at" => false,
+            "-created_at" => true,
+            // Clerk orders by other fields too; nothing here needs them.
+            _ => return Err((StatusCode::UNPROCESSABLE_ENTITY, "unsupported_order_by")),
+        };
+        let limit = match int_param(params, "limit").map_err(|_| bad())? {
+            None => DEFAULT_LIMIT,
+            Some(limit) if limit < 1 => return Err(bad()),
+            // The real API's quirk: no error, just its default.
+            Some(limit) if limit as usize > MAX_LIMIT => DEFAULT_LIMIT,
+            Some(limit) => limit as usize,
+        };
+        let offset = match int_param(params, "offset").map_err(|_| bad())? {
+            Some(offset) if offset < 0 => return Err(bad()),
+            offset => offset.unwrap_or(0) as usize,
+        };
+        // Strict bounds, as Clerk's: after < created_at < before.
+        let low = after.map_or(i64::MIN, |after| after.saturating_add(1));
+        let high = before.unwrap_or(i64::MAX);
+        let admits = |(created_at, id): &Key<'t>| {
+            *created_at >= low
+                && *created_at < high
+                && filter.as_ref().is_none_or(|(filter, field)| {
+                    filter.admits(match field {
+                        Field::Id => id,
+                        Field::User => &table.by_id[*id].user_id,
+                    })
+                })
+        };
+        let keys = || -> Box<dyn DoubleEndedIterator<Item = Key<'t>> + '_> {
+            let range = (low, String::new())..(high, String::new());
+            match &self.scope {
+                Scope::All => match &filter {
+                    // Looked up by id rather than walked: the deletion check's lists.
+                    Some((filter, Field::Id)) if !filter.include.is_empty() => {
+                        Box::new(sorted_keys(table, filter.include.iter()).into_iter())
+                    }
+                    _ => Box::new(
+                        table
+                            .by_created
+                            .range(range)
+                            .map(|(created_at, id)| (*created_at, id.as_str())),
+                    ),
+                },
+                Scope::Organization(organization) => Box::new(
+                    table
+                        .by_organization
+                        .range(
+                            (organization.to_string(), low, String::new())
+                                ..(organization.to_string(), high, String::new()),
+                        )
+                        .map(|(_, created_at, id)| (*created_at, id.as_str())),
+                ),
+                Scope::Ids(ids) => Box::new(sorted_keys(table, ids.iter()).into_iter()),
+            }
+        };
+        let unfiltered = matches!(self.scope, Scope::All)
+            && low == i64::MIN
+            && high == i64::MAX
+            && filter.as_ref().is_none_or(|(filter, _)| filter.is_empty());
+        let total = if !self.counted {
+            0
+        } else if unfiltered {
+            table.by_id.len()
+        } else {
+            keys().filter(admits).count()
+        };
+        let matching = keys().filter(admits);
+        let ordered: Box<dyn Iterator<Item = Key<'t>>> = if descending {
+            Box::new(matching.rev())
+        } else {
+            Box::new(matching)
+        };
+        let page = ordered
+            .skip(offset)
+            .take(limit)
+            .map(|(_, id)| &*table.by_id[id].json)
+            .collect();
+        Ok((page, total))
     }
-    let bad = || (StatusCode::BAD_REQUEST, "form_param_format_invalid");
-    let limit = match int_param(params, "limit").map_err(|_| bad())? {
-        None => DEFAULT_LIMIT,
-        Some(limit) if limit < 1 => return Err(bad()),
-        // The real API's quirk: no error, just its default.
-        Some(limit) if limit as usize > MAX_LIMIT => DEFAULT_LIMIT,
-        Some(limit) => limit as usize,
-    };
-    let offset = match int_param(params, "offset").map_err(|_| bad())? {
-        Some(offset) if offset < 0 => return Err(bad()),
-        offset => offset.unwrap_or(0) as usize,
-    };
-    let total = items.len();
-    let page = items
-        .into_iter()
-        .skip(offset)
-        .take(limit)
-        .cloned()
+}
+
+/// The keys of the ids present in `table`, in order.
+fn sorted_keys<'t, 'i>(table: &'t Table, ids: impl Iterator<Item = &'i String>) -> Vec<Key<'t>> {
+    let mut keys: Vec<Key<'t>> = ids
+        .filter_map(|id| {
+            table
+                .by_id
+                .get_key_value(id)
+                .map(|(id, entry)| (entry.created_at, id.as_str()))
+        })
         .collect();
-    Ok((page, total))
+    keys.sort_unstable();
+    keys.dedup();
+    keys
 }
 
 /// An id filter: `name=a&name=b` includes, a `-` prefix excludes; none means everything.
@@ -449,6 +667,10 @@ impl IdFilter {
         Some(filter)
     }
 
+    fn is_empty(&self) -> bool {
+        self.include.is_empty() && self.exclude.is_empty()
+    }
+
     fn admits(&self, id: &str) -> bool {
         (self.include.is_empty() || self.include.iter().any(|i| i == id))
             && !self.exclude.iter().any(|e| e == id)
@@ -468,19 +690,19 @@ fn int_param(params: &[(String, String)], name: &str) -> Result<Option<i64>, ()>
         .transpose()
 }
 
-fn id(item: &Value) -> &str {
-    item["id"].as_str().unwrap_or_default()
-}
-
 fn created_at(item: &Value) -> i64 {
     item["created_at"].as_i64().unwrap_or_default()
 }
 
-fn object_or_404(item: Option<&Value>) -> Response {
-    match item {
-        Some(item) => Json(item.clone()).into_response(),
+fn object_or_404(entry: Option<&Entry>) -> Response {
+    match entry {
+        Some(entry) => json_text(entry.json.to_string()),
         None => clerk_error(StatusCode::NOT_FOUND, "resource_not_found"),
     }
+}
+
+fn json_text(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// Clerk's error body (`ClerkErrors`).

@@ -13,6 +13,7 @@ mod handler_process;
 mod helpers;
 mod identity_endpoint_double;
 mod jwks_double;
+mod layout;
 mod loopback;
 mod managed_identity;
 mod organization_rules;

@@ -43,6 +43,7 @@ macro_rules! reconcile_tests {
                 a_sweep_that_fails_half_way_deletes_nothing,
                 a_run_out_of_time_stops_cleanly_and_deletes_nothing,
                 an_instance_without_organizations_reconciles_its_users,
+                deletions_are_confirmed_by_hundreds_as_the_store_is_scanned,
             ]
         );
     };
@@ -424,6 +425,64 @@ pub async fn an_instance_without_organizations_reconciles_its_users(store: Arc<d
             .await
             .unwrap()
             .is_live(Kind::Organization)
+    );
+}
+
+pub async fn deletions_are_confirmed_by_hundreds_as_the_store_is_scanned(store: Arc<dyn Store>) {
+    let double = ClerkApiDouble::start(KEY).await;
+    // 250 users stored, of whom Clerk keeps every fifth; and an organization it no longer has,
+    // with a membership of a kept user.
+    for n in 0..250 {
+        store_user(store.as_ref(), &format!("user_{n:03}"), T0).await;
+    }
+    double.put_all(
+        (0..250)
+            .step_by(5)
+            .map(|n| clerk_user(&format!("user_{n:03}"), T0)),
+    );
+    for (n, event) in [
+        clerk_event("organization.created", clerk_organization("org_gone", T0)),
+        clerk_event(
+            "organizationMembership.created",
+            clerk_membership("orgmem_gone", "org_gone", "user_000", T0),
+        ),
+    ]
+    .iter()
+    .enumerate()
+    {
+        apply_event(store.as_ref(), &format!("msg_o{n}"), event)
+            .await
+            .unwrap();
+    }
+
+    let dry = run(store.as_ref(), &double, true).await;
+    assert_eq!(dry.report.users, counts(50, 250, [0, 0, 200, 50, 0]));
+    assert_eq!(dry.report.organizations, counts(0, 1, [0, 0, 1, 0, 0]));
+    assert_eq!(dry.report.memberships, counts(0, 1, [0, 0, 1, 0, 0]));
+    let asked: Vec<usize> = double
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/v1/users" && !r.query_values("user_id").is_empty())
+        .map(|r| r.query_values("user_id").len())
+        .collect();
+    assert_eq!(asked, [100, 100], "the 200 candidates, asked by hundreds");
+
+    let repair = run(store.as_ref(), &double, false).await;
+    assert!(repair.stopped.is_none(), "{:?}", repair.stopped);
+    assert_eq!(repair.report.users.deleted, 200);
+    assert_eq!(
+        repair.report.memberships.deleted, 1,
+        "taken along by its organization"
+    );
+    let live = picture(store.as_ref())
+        .await
+        .into_iter()
+        .filter(|(_, state)| state.is_live(Kind::User))
+        .count();
+    assert_eq!(live, 50);
+    assert_eq!(
+        state_of(store.as_ref(), "orgmem_gone").await,
+        tombstone(Kind::Membership)
     );
 }
 

@@ -33,6 +33,7 @@ macro_rules! store_contract_tests {
             replace_of_a_missing_item_fails,
             documents_round_trip_without_system_fields,
             list_leaves_out_tombstones,
+            states_of_reads_the_states_of_the_ids_asked_for,
             apply_follows_the_sync_rules,
             application_fields_survive_updates,
             concurrent_deliveries_for_one_user_keep_the_newest,
@@ -193,6 +194,73 @@ pub async fn list_leaves_out_tombstones(store: Arc<dyn Store>) {
         .collect();
     ids.sort();
     assert_eq!(ids, ["user_list0", "user_list1", "user_list2"]);
+}
+
+pub async fn states_of_reads_the_states_of_the_ids_asked_for(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    let documents = [
+        json!({"id": "user_s1", "type": "user", "clerkUpdatedAt": 7, "email": "a@example.com"}),
+        json!({"id": "org_s1", "type": "organization", "clerkUpdatedAt": 8}),
+        json!({"id": "orgmem_s1", "type": "membership", "clerkUpdatedAt": 9,
+               "organizationId": "org_s1", "userId": "user_s1"}),
+        // Written by something else: no type the handler knows, no version.
+        json!({"id": "user_s2", "name": "not ours"}),
+        json!({"id": "user_not_asked", "type": "user", "clerkUpdatedAt": 1}),
+    ];
+    for document in documents {
+        let raw = document["id"].as_str().unwrap().to_owned();
+        s.write(&id(&raw), &doc(document), &Condition::Absent)
+            .await
+            .unwrap();
+    }
+    let tombstone = document::tombstone(
+        &user_ref("user_s3"),
+        "msg_1",
+        "2026-01-01T00:00:00Z",
+        TTL_SECONDS,
+    );
+    s.write(&id("user_s3"), &tombstone, &Condition::Absent)
+        .await
+        .unwrap();
+
+    let asked = [
+        "user_s1",
+        "org_s1",
+        "orgmem_s1",
+        "user_s2",
+        "user_s3",
+        "user_none",
+    ]
+    .map(id);
+    let (mut states, _) = s.states_of(&asked).await.unwrap();
+    states.sort_by(|a, b| a.0.cmp(&b.0));
+    let live = |kind, clerk_updated_at| State::Live {
+        kind,
+        clerk_updated_at,
+    };
+    assert_eq!(
+        states,
+        [
+            ("org_s1".to_owned(), live(Some(Kind::Organization), 8)),
+            ("orgmem_s1".to_owned(), live(Some(Kind::Membership), 9)),
+            ("user_s1".to_owned(), live(Some(Kind::User), 7)),
+            ("user_s2".to_owned(), live(None, i64::MIN)),
+            (
+                "user_s3".to_owned(),
+                State::Tombstone {
+                    of: Some(Kind::User)
+                }
+            ),
+        ]
+    );
+    assert!(s.states_of(&[]).await.unwrap().0.is_empty());
+    // A page's worth of ids, and then some, in one query.
+    let many: Vec<ItemId> = (0..1_500).map(|n| id(&format!("user_many{n}"))).collect();
+    let (states, _) = s
+        .states_of(&[many.as_slice(), &asked].concat())
+        .await
+        .unwrap();
+    assert_eq!(states.len(), 5);
 }
 
 pub async fn expired_tombstone_reads_as_absent_and_can_be_replaced(store: Arc<dyn Store>) {
@@ -773,6 +841,13 @@ impl Store for OrganizationDeletedMeanwhile {
 
     fn states(&self) -> handler::store::Items<'_, (String, State)> {
         self.inner.states()
+    }
+
+    async fn states_of(
+        &self,
+        ids: &[ItemId],
+    ) -> Result<(Vec<(String, State)>, handler::store::RequestCharge), StoreError> {
+        self.inner.states_of(ids).await
     }
 }
 
