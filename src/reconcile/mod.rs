@@ -71,7 +71,13 @@ async fn next_page(
 ) -> Result<Option<Vec<Map<String, Value>>>, Stopped> {
     match within(deadline, sweep.next_page()).await {
         Err(Stopped::Clerk(ClerkApiError::Forbidden(reason))) if kind != Kind::User => {
-            tracing::warn!(run_id, %kind, reason, "reconcile: Clerk forbids listing these; is the Organizations feature off? Counted as none");
+            tracing::warn!(
+                event = "reconcile_forbidden",
+                run_id,
+                %kind,
+                reason,
+                "reconcile: Clerk forbids listing these; is the Organizations feature off? Counted as none"
+            );
             Ok(None)
         }
         other => other,
@@ -209,7 +215,13 @@ impl Reconcile<'_> {
                 Ok(snapshot) => Some(snapshot),
                 Err(error) => {
                     // Never the payload: it may hold personal data.
-                    tracing::warn!(run_id = self.event_id, %kind, %error, "reconcile: Clerk sent an item it cannot read; left as it is");
+                    tracing::warn!(
+                        event = "reconcile_unreadable_item",
+                        run_id = self.event_id,
+                        %kind,
+                        %error,
+                        "reconcile: Clerk sent an item it cannot read; left as it is"
+                    );
                     None
                 }
             })
@@ -255,7 +267,13 @@ impl Reconcile<'_> {
             clerk: Confirmation::NotNeeded,
         };
         decide::decide(state, change, facts).unwrap_or_else(|conflict| {
-            tracing::warn!(run_id = self.event_id, item_id = %snapshot.id(), %conflict, "reconcile: the id holds another kind of item; left as it is");
+            tracing::warn!(
+                event = "reconcile_kind_conflict",
+                run_id = self.event_id,
+                item_id = %snapshot.id(),
+                %conflict,
+                "reconcile: the id holds another kind of item; left as it is"
+            );
             Verdict::Skip(SkipReason::Unchanged)
         })
     }
@@ -263,7 +281,7 @@ impl Reconcile<'_> {
     /// Counts each verdict, and (unless a dry run) applies the writes, a few at a time. A write
     /// re-reads and re-decides, so a webhook that wrote a newer version meanwhile wins.
     async fn heal(&mut self, kind: Kind, planned: Vec<(Snapshot, Verdict)>) -> Result<(), Stopped> {
-        let (store, dry_run) = (self.store, self.settings.dry_run);
+        let (store, dry_run, event_id) = (self.store, self.settings.dry_run, self.event_id);
         let options = self.apply_options();
         let results: Vec<Result<(Verdict, RequestCharge), ApplyError>> =
             futures::stream::iter(planned)
@@ -271,13 +289,23 @@ impl Reconcile<'_> {
                     if dry_run || !matches!(verdict, Verdict::Create | Verdict::Update) {
                         return Ok((verdict, RequestCharge::default()));
                     }
-                    let report = match apply::apply(store, Change::Upsert(&snapshot), options).await {
+                    let report = match apply::apply(store, Change::Upsert(&snapshot), options).await
+                    {
                         Ok(report) => report,
                         // Something else took the id since it was read: left as it is,
                         // as `classify` leaves one it sees.
                         Err(ApplyError::Conflict(conflict)) => {
-                            tracing::warn!(item_id = %snapshot.id(), %conflict, "reconcile: the id holds another kind of item; left as it is");
-                            return Ok((Verdict::Skip(SkipReason::Unchanged), RequestCharge::default()));
+                            tracing::warn!(
+                                event = "reconcile_kind_conflict",
+                                run_id = event_id,
+                                item_id = %snapshot.id(),
+                                %conflict,
+                                "reconcile: the id holds another kind of item; left as it is"
+                            );
+                            return Ok((
+                                Verdict::Skip(SkipReason::Unchanged),
+                                RequestCharge::default(),
+                            ));
                         }
                         Err(other) => return Err(other),
                     };

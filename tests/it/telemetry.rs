@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::clerk_api_double::ClerkApiDouble;
+use crate::clerk_api_double::{ClerkApiDouble, Failure};
 use crate::fixtures::{
     OTHER_SECRET, SECRET, clerk_event, clerk_organization, clerk_user, user_changed,
 };

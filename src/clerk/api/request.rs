@@ -186,14 +186,17 @@ impl ClerkApi {
         })
         .notify(|failed, wait| match failed {
             Failed::RateLimited { retry_after } => tracing::warn!(
+                event = "clerk_api_retry",
                 path,
                 attempt = attempt.load(Ordering::Relaxed),
+                reason = "rate limited (429)",
                 wait_ms = retry_after
                     .unwrap_or(self.timings.first_backoff)
                     .as_millis() as u64,
                 "Clerk Backend API rate limited; waiting"
             ),
             Failed::Transient { reason } => tracing::warn!(
+                event = "clerk_api_retry",
                 path,
                 attempt = attempt.load(Ordering::Relaxed),
                 reason,
