@@ -11,42 +11,29 @@
 //!   (`WorkerProcess.cs`, `ParseErrorMessageAndLog`); and each entry of a 2xx timer answer's
 //!   `Logs` at Information under `Function.<name>.User` (a non-2xx answer's are dropped).
 //!
-//! The facts and their sources are in the README's "Operating it".
+//! The facts and their sources are in docs/telemetry.md.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::fixtures::SECRET;
-
-/// How long the handler may take to say where it listens.
-const STARTUP: Duration = Duration::from_secs(10);
-
-/// One line the handler printed, as the host read it.
-struct Printed {
-    at: OffsetDateTime,
-    stderr: bool,
-    text: String,
-}
+use crate::handler_process::HandlerProcess;
 
 pub struct FunctionsHost {
-    child: Child,
+    process: HandlerProcess,
     base_url: String,
-    printed: Arc<Mutex<Vec<Printed>>>,
-    readers: Vec<std::thread::JoinHandle<()>>,
+    store_path: PathBuf,
     requests: Mutex<Vec<Value>>,
     logs: Mutex<Vec<Value>>,
-    store_path: PathBuf,
     next_invocation: AtomicU64,
-    _dir: TempDir,
 }
 
 /// What the handler answered.
@@ -56,54 +43,19 @@ pub struct Answer {
 }
 
 impl FunctionsHost {
-    /// Starts the handler with the test signing secret, a fresh local store, JSON lines (the
-    /// default in Azure) and `env`, on a port the handler picks itself (the port variable is 0),
-    /// and returns once its `listening` line says where.
-    pub fn start(env: &[(&str, String)]) -> Self {
-        let dir = TempDir::new().unwrap();
-        let store_path = dir.path().join("users.sqlite3");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_handler"));
-        command
-            .env_clear()
-            .env("CLERK_WEBHOOK_SIGNING_SECRET", SECRET)
-            .env("LOCAL_STORE_PATH", &store_path)
-            .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
-            .env("LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().unwrap();
-        let printed = Arc::new(Mutex::new(Vec::new()));
-        let readers = vec![
-            read_lines(child.stdout.take().unwrap(), false, &printed),
-            read_lines(child.stderr.take().unwrap(), true, &printed),
-        ];
-        let deadline = Instant::now() + STARTUP;
-        let address = loop {
-            let listening = printed.lock().unwrap().iter().find_map(|line: &Printed| {
-                let line: Value = serde_json::from_str(&line.text).ok()?;
-                (line["event"] == "listening").then(|| line["address"].as_str().unwrap().to_owned())
-            });
-            if let Some(address) = listening {
-                break address;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the handler never said where it listens"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        };
+    /// Starts the handler (`HandlerProcess`: the test signing secret, a fresh local store, the
+    /// port it picks itself) with JSON lines, the default in Azure, and `env`.
+    pub async fn start(env: &[(&str, String)]) -> Self {
+        let mut extra = vec![("LOG_FORMAT", "json")];
+        extra.extend(env.iter().map(|(k, v)| (*k, v.as_str())));
+        let process = HandlerProcess::start(&extra).await;
         Self {
-            child,
-            base_url: format!("http://{address}"),
-            printed,
-            readers,
+            base_url: process.base_url.clone(),
+            store_path: process.env_value("LOCAL_STORE_PATH").unwrap().into(),
+            process,
             requests: Mutex::new(Vec::new()),
             logs: Mutex::new(Vec::new()),
-            store_path,
             next_invocation: AtomicU64::new(1),
-            _dir: dir,
         }
     }
 
@@ -204,20 +156,22 @@ impl FunctionsHost {
 
     /// Stops the handler as the host does (SIGTERM), and returns what Application Insights holds.
     pub fn stop(mut self) -> Telemetry {
-        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
-        // SAFETY: kill(2) touches no memory; the pid is our child, not yet waited for.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "the handler exited {status}");
-        for reader in self.readers.drain(..) {
-            reader.join().unwrap();
-        }
-        let mut traces: Vec<Value> = self
-            .printed
-            .lock()
-            .unwrap()
+        self.process.terminate();
+        let output = self.process.wait();
+        assert!(
+            output.status.success(),
+            "the handler exited {}",
+            output.status
+        );
+        let printed = [(output.stdout, false), (output.stderr, true)];
+        let mut traces: Vec<Value> = printed
             .iter()
-            .map(console_trace)
+            .flat_map(|(bytes, stderr)| {
+                String::from_utf8_lossy(bytes)
+                    .lines()
+                    .map(|line| console_trace(line, *stderr))
+                    .collect::<Vec<_>>()
+            })
             .collect();
         traces.append(&mut self.logs.lock().unwrap());
         Telemetry {
@@ -227,38 +181,24 @@ impl FunctionsHost {
     }
 }
 
-/// Reads `stream` line by line as the host does, until the handler closes it.
-fn read_lines(
-    stream: impl Read + Send + 'static,
-    stderr: bool,
-    printed: &Arc<Mutex<Vec<Printed>>>,
-) -> std::thread::JoinHandle<()> {
-    let printed = Arc::clone(printed);
-    std::thread::spawn(move || {
-        for text in BufReader::new(stream).lines() {
-            let text = text.unwrap();
-            printed.lock().unwrap().push(Printed {
-                at: OffsetDateTime::now_utc(),
-                stderr,
-                text,
-            });
-        }
-    })
-}
-
-/// A console line as a `traces` row: the host's level rule for a custom handler.
-fn console_trace(line: &Printed) -> Value {
-    let (severity, level) = match (line.stderr, line.text.to_lowercase().contains("warn")) {
+/// A console line as a `traces` row: the host's level rule for a custom handler, at the time the
+/// line says it was written (the host stamps it as it reads it, within microseconds of that).
+fn console_trace(line: &str, stderr: bool) -> Value {
+    let (severity, level) = match (stderr, line.to_lowercase().contains("warn")) {
         (false, _) => (1, "Information"),
         (true, true) => (2, "Warning"),
         (true, false) => (3, "Error"),
     };
+    let written = serde_json::from_str::<Value>(line)
+        .ok()
+        .and_then(|line| line["timestamp"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| timestamp(OffsetDateTime::now_utc()));
     json!({
-        "timestamp": timestamp(line.at),
-        "message": line.text.trim(),
+        "timestamp": written,
+        "message": line.trim(),
         "severityLevel": severity,
         "itemType": "trace",
-        "customDimensions": {"Category": "Host.Function.Console", "LogLevel": level, "prop__{OriginalFormat}": line.text.trim()},
+        "customDimensions": {"Category": "Host.Function.Console", "LogLevel": level, "prop__{OriginalFormat}": line.trim()},
     })
 }
 

@@ -16,7 +16,6 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::fixtures::SECRET;
-use crate::helpers::{msg_id, now, svix_headers};
 use crate::raw_http::{PATIENCE, get_root};
 
 pub struct HandlerProcess {
@@ -132,55 +131,15 @@ impl HandlerProcess {
         }
     }
 
-    /// Posts as the host forwards it: the original bytes and headers to `/api/ClerkWebhook`.
-    pub async fn post(&self, headers: &[(String, String)], body: Vec<u8>) -> (u16, Value) {
-        let client = reqwest::Client::new();
-        let mut request = client
-            .post(format!("{}/api/ClerkWebhook", self.base_url))
-            .header("content-type", "application/json")
-            .body(body);
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let body = response.json().await.unwrap_or(Value::Null);
-        (status, body)
-    }
-
-    pub async fn deliver(&self, event: &Value) -> (u16, Value) {
-        let body = serde_json::to_vec(event).unwrap();
-        let headers = svix_headers(SECRET, &msg_id(), now(), &body);
-        self.post(&headers, body).await
-    }
-
-    /// The environment the process was started with.
-    pub fn env(&self) -> &[(String, String)] {
-        &self.env
-    }
-
+    /// The value the process was started with for `name`.
     pub fn env_value(&self, name: &str) -> Option<String> {
         env_value(&self.env, name)
     }
 
-    /// `handler <args>` on the same store, while the server runs.
-    pub fn command(&self, args: &[&str]) -> Output {
-        handler_command(&self.env).args(args).output().unwrap()
-    }
-
-    /// `handler users get <id>`: the document, or `None` when it exits 1 with nothing on stdout.
+    /// `handler users get <id>` on the same store: the document, or `None` when it exits 1 with
+    /// nothing on stdout.
     pub fn users_get(&self, id: &str) -> Option<Value> {
         cli_get(&self.env, "users", id)
-    }
-
-    /// `handler <noun> get <id>`: the document, or `None` when it exits 1 with nothing on stdout.
-    pub fn get(&self, noun: &str, id: &str) -> Option<Value> {
-        cli_get(&self.env, noun, id)
-    }
-
-    /// `handler users list`: one document per line.
-    pub fn users_list(&self) -> Vec<Value> {
-        cli_list(&self.env, &["users", "list"])
     }
 }
 

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::clerk_api_double::{ClerkApiDouble, Failure};
 use crate::helpers::{
-    HandlerProcess, TTL_SECONDS, apply_event, clerk_event, clerk_membership, clerk_organization,
+    TTL_SECONDS, TestApp, apply_event, clerk_event, clerk_membership, clerk_organization,
     clerk_user, stored_item, user_changed,
 };
 
@@ -501,13 +501,13 @@ fn recent() -> i64 {
     crate::helpers::now() * 1000
 }
 
-async fn start(env: &[(&'static str, String)]) -> HandlerProcess {
+async fn start(env: &[(&'static str, String)]) -> TestApp {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    HandlerProcess::start(&env).await
+    crate::helpers::spawn_app(&env).await
 }
 
 /// `handler reconcile <args>` on the process's store: exit status and the report it printed.
-fn reconcile_command(app: &HandlerProcess, args: &[&str]) -> (Option<i32>, String) {
+fn reconcile_command(app: &TestApp, args: &[&str]) -> (Option<i32>, String) {
     let mut all = vec!["reconcile"];
     all.extend(args);
     let output = app.command(&all);
@@ -538,7 +538,7 @@ async fn the_command_reports_and_exits_as_the_spec_says() {
                "organizations": zero, "memberships": zero})
     );
     assert_eq!(stdout.trim().lines().count(), 1, "exactly one JSON object");
-    assert_eq!(app.users_list().len(), 1, "the dry run wrote nothing");
+    assert_eq!(app.users_list().await.len(), 1, "the dry run wrote nothing");
 
     let (code, table) = reconcile_command(&app, &[]);
     assert_eq!(code, Some(0), "{table}");
@@ -552,6 +552,7 @@ async fn the_command_reports_and_exits_as_the_spec_says() {
     assert!(table.contains(": complete"), "{table}");
     let mut ids: Vec<String> = app
         .users_list()
+        .await
         .iter()
         .map(|u| u["id"].as_str().unwrap().to_owned())
         .collect();
@@ -573,21 +574,18 @@ async fn the_command_reports_and_exits_as_the_spec_says() {
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["complete"], false);
     assert!(
-        app.users_get("user_a").is_some(),
+        app.users_get("user_a").await.is_some(),
         "an incomplete run deletes nothing"
     );
 }
 
 /// The running process's store path.
-fn app_store_path(app: &HandlerProcess) -> String {
+fn app_store_path(app: &TestApp) -> String {
     app.env_value("LOCAL_STORE_PATH").unwrap()
 }
 
 /// The process's environment with `overrides` in place of its own values.
-fn with_process_env(
-    app: &HandlerProcess,
-    overrides: &[(&'static str, String)],
-) -> Vec<(String, String)> {
+fn with_process_env(app: &TestApp, overrides: &[(&'static str, String)]) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = app
         .env()
         .iter()
@@ -614,7 +612,7 @@ fn the_command_without_a_secret_key_is_a_configuration_error() {
 
 /// The host's invocation of a timer function, as the Functions host posts it to a custom
 /// handler.
-async fn invoke_timer(app: &HandlerProcess) -> (u16, Value) {
+async fn invoke_timer(app: &TestApp) -> (u16, Value) {
     let envelope = json!({
         "Data": {"timer": {"Schedule": {"AdjustForDST": true},
                            "ScheduleStatus": {"Last": "2026-11-21T03:00:00+00:00",
@@ -671,12 +669,13 @@ async fn the_timer_invocation_reconciles_and_answers_the_host() {
     );
     assert_eq!(
         app.users_list()
+            .await
             .iter()
             .map(|u| u["id"].clone())
             .collect::<Vec<_>>(),
         [json!("user_a")]
     );
-    assert!(app.get("organizations", "org_a").is_some());
+    assert!(app.get(Kind::Organization, "org_a").await.is_some());
 
     // A GET is not an invocation.
     let get = reqwest::get(format!("{}/Reconcile", app.base_url))
@@ -701,9 +700,9 @@ async fn a_timer_invocation_that_cannot_finish_fails_and_one_not_configured_says
             .contains("incomplete, nothing deleted"),
         "{body}"
     );
-    assert!(refused.users_get("user_gone").is_some());
+    assert!(refused.users_get("user_gone").await.is_some());
 
-    let unconfigured = HandlerProcess::start(&[]).await;
+    let unconfigured = crate::helpers::spawn_app(&[]).await;
     let (status, body) = invoke_timer(&unconfigured).await;
     assert_eq!(status, 200, "{body}");
     assert!(
@@ -728,7 +727,7 @@ async fn the_resurrection_guard_asks_clerk_about_old_events_for_unknown_items() 
         (200, &json!("deleted")),
         "{body}"
     );
-    assert_eq!(app.users_get("user_old"), None);
+    assert_eq!(app.users_get("user_old").await, None);
     let (_, body) = app
         .deliver(&user_changed("user.created", "user_old", now_ms))
         .await;
@@ -751,7 +750,7 @@ async fn the_resurrection_guard_asks_clerk_about_old_events_for_unknown_items() 
         .deliver(&user_changed("user.updated", "user_kept", old))
         .await;
     assert_eq!(body["status"], "applied", "{body}");
-    assert!(app.users_get("user_kept").is_some());
+    assert!(app.users_get("user_kept").await.is_some());
 
     // Organizations and memberships are guarded alike.
     let (_, body) = app
@@ -761,7 +760,7 @@ async fn the_resurrection_guard_asks_clerk_about_old_events_for_unknown_items() 
         ))
         .await;
     assert_eq!(body["reason"], "deleted", "{body}");
-    assert_eq!(app.get("organizations", "org_old"), None);
+    assert_eq!(app.get(Kind::Organization, "org_old").await, None);
 
     // Clerk throttled: 503 with Retry-After, nothing stored; Svix delivers again.
     double.fail_next(Failure::RateLimited {
@@ -776,7 +775,7 @@ async fn the_resurrection_guard_asks_clerk_about_old_events_for_unknown_items() 
     );
     let (status, _) = app.post(&headers, body).await;
     assert_eq!(status, 503);
-    assert_eq!(app.users_get("user_busy"), None);
+    assert_eq!(app.users_get("user_busy").await, None);
 
     // A recent event never asks.
     let before = double.request_count();

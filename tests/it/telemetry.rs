@@ -212,7 +212,7 @@ async fn healthy() -> Telemetry {
     clerk.put_all([clerk_user(USER_ID, T0), clerk_organization("org_1", T0)]);
     let key = TestKey::generate("ins_telemetry");
     let env = [clerk_env(clerk.url(), KEY), session_env(&key)].concat();
-    let host = FunctionsHost::start(&env);
+    let host = FunctionsHost::start(&env).await;
     let user = clerk_event("user.created", clerk_user(USER_ID, T0));
     assert_eq!(deliver_as(&host, SECRET, FIRST_MESSAGE, &user).await, 200);
     assert_eq!(
@@ -281,7 +281,7 @@ async fn no_alert_fires_while_all_is_well() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_failing_on_a_store_that_is_down_fire_the_5xx_and_store_alerts() {
-    let host = FunctionsHost::start(&[]);
+    let host = FunctionsHost::start(&[]).await;
     // Another writer holds the store's write lock past the handler's busy timeout.
     let locker = rusqlite::Connection::open(host.store_path()).unwrap();
     locker.execute_batch("BEGIN IMMEDIATE").unwrap();
@@ -311,7 +311,7 @@ async fn deliveries_failing_on_a_store_that_is_down_fire_the_5xx_and_store_alert
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_signed_with_another_secret_fire_the_signature_alert() {
-    let host = FunctionsHost::start(&[]);
+    let host = FunctionsHost::start(&[]).await;
     for n in 0..2 {
         let event = user_changed("user.updated", &format!("user_{n}"), T0);
         assert_eq!(deliver(&host, OTHER_SECRET, &event).await, 401);
@@ -327,13 +327,16 @@ async fn deliveries_signed_with_another_secret_fire_the_signature_alert() {
 async fn a_reconcile_that_heals_drift_fires_the_drift_alert() {
     let clerk = ClerkApiDouble::start(KEY).await;
     clerk.put_all([clerk_user("user_missed", T0), clerk_user("user_known", T0)]);
-    let host = FunctionsHost::start(&clerk_env(clerk.url(), KEY));
+    let host = FunctionsHost::start(&clerk_env(clerk.url(), KEY)).await;
     let known = clerk_event("user.created", clerk_user("user_known", T0));
     assert_eq!(deliver(&host, SECRET, &known).await, 200);
+    // Clerk has a bad moment: the run retries (a warning) and still completes.
+    clerk.fail_next(Failure::Status(503));
     let reconcile = host.timer("Reconcile").await;
     assert_eq!(reconcile.status, 200, "{}", reconcile.body);
     let telemetry = host.stop();
     assert_conforms(&telemetry);
+    assert!(telemetry.console_line("clerk_api_retry").is_some());
     let rows = telemetry.query("alert-reconcile-drift");
     assert_eq!(rows.len(), 1, "one run counts once: {rows:?}");
     assert_eq!(
@@ -346,7 +349,7 @@ async fn a_reconcile_that_heals_drift_fires_the_drift_alert() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconcile_that_fails_fires_the_failed_and_missing_alerts() {
     let clerk = ClerkApiDouble::start(KEY).await;
-    let host = FunctionsHost::start(&clerk_env(clerk.url(), "sk_test_not_the_key"));
+    let host = FunctionsHost::start(&clerk_env(clerk.url(), "sk_test_not_the_key")).await;
     let reconcile = host.timer("Reconcile").await;
     assert_eq!(reconcile.status, 500, "{}", reconcile.body);
     let telemetry = host.stop();
@@ -372,7 +375,7 @@ async fn syncme_with_clerk_unreachable_fires_the_syncme_alert() {
     };
     let key = TestKey::generate("ins_unreachable");
     let env = [clerk_env(unreachable, KEY), session_env(&key)].concat();
-    let host = FunctionsHost::start(&env);
+    let host = FunctionsHost::start(&env).await;
     assert_eq!(sync_me(&host, &key).await, 503);
     let telemetry = host.stop();
     assert_conforms(&telemetry);
