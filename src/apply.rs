@@ -5,14 +5,13 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::TryStreamExt;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::clerk::Snapshot;
 use crate::document;
-use crate::item::{ItemId, ItemRef, Kind};
-use crate::store::{Condition, ListFilter, RequestCharge, Store, StoreError};
+use crate::item::{ItemRef, Kind};
+use crate::store::{Condition, RequestCharge, Store, StoreError};
 use crate::sync::{self, Change, Context, Decision, KindConflict, Parents, SkipReason};
 
 /// Each failed condition means another writer for the same item committed, so the state is
@@ -236,26 +235,12 @@ impl Applier<'_> {
 
     /// Tombstones every live membership of a deleted organization or user.
     async fn cascade(&self, parent: &ItemRef, tally: &mut Tally) -> Result<u32, ApplyError> {
-        let mut filter = ListFilter::all(Kind::Membership);
-        match parent.kind {
-            Kind::Organization => filter.organization_id = Some(parent.id.clone()),
-            Kind::User => filter.user_id = Some(parent.id.clone()),
-            Kind::Membership => return Ok(0),
+        if parent.kind == Kind::Membership {
+            return Ok(0);
         }
         // Collected first: one parent's memberships are few, and writing while a scan is open
         // would keep the scan's snapshot (or page) alive across every write.
-        let memberships: Vec<ItemId> = self
-            .store
-            .list(filter)
-            .map_ok(|document| {
-                document
-                    .get("id")
-                    .and_then(|id| id.as_str())
-                    .map(ItemId::parse)
-            })
-            .try_filter_map(|id| async move { Ok(id.and_then(Result::ok)) })
-            .try_collect()
-            .await?;
+        let memberships = self.store.memberships_of(parent).await?;
         tally.round_trips += 1;
         let mut cascaded = 0;
         for id in memberships {

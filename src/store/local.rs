@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::{Condition, ETag, Items, ListFilter, RequestCharge, Store, StoreError, Stored};
 use crate::document::{self, Document, State};
-use crate::item::{ItemId, Kind};
+use crate::item::{ItemId, ItemRef, Kind};
 
 /// How long a write waits for another process holding the database lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,6 +45,19 @@ CREATE INDEX IF NOT EXISTS items_user ON items (json_extract(document, '$.userId
 
 /// A row is live while it has no expiry or its expiry is still ahead.
 const LIVE: &str = "(expires_at IS NULL OR expires_at > :now)";
+
+/// The live memberships of an organization, and of a user: each found through its index (the
+/// link compared with `=` alone, so that SQLite can use the partial index), ids only.
+const MEMBERSHIPS_OF_ORGANIZATION: &str = "SELECT id FROM items
+     WHERE json_extract(document, '$.organizationId') = :parent
+       AND json_extract(document, '$.type') = :type
+       AND (expires_at IS NULL OR expires_at > :now)
+     ORDER BY id";
+const MEMBERSHIPS_OF_USER: &str = "SELECT id FROM items
+     WHERE json_extract(document, '$.userId') = :parent
+       AND json_extract(document, '$.type') = :type
+       AND (expires_at IS NULL OR expires_at > :now)
+     ORDER BY id";
 
 pub struct LocalStore {
     inner: Arc<Inner>,
@@ -263,24 +276,60 @@ impl Store for LocalStore {
     }
 
     fn list(&self, filter: ListFilter) -> Items<'_, Document> {
-        let sql = format!(
-            "SELECT document FROM items
-             WHERE json_extract(document, '$.type') = :type AND {LIVE}
-               AND (:organization IS NULL OR json_extract(document, '$.organizationId') = :organization)
-               AND (:user IS NULL OR json_extract(document, '$.userId') = :user)
-             ORDER BY id"
+        let mut sql = format!(
+            "SELECT document FROM items WHERE json_extract(document, '$.type') = :type AND {LIVE}"
         );
-        let parameters = vec![
-            (":type", Some(filter.kind.as_str().to_owned())),
-            (
-                ":organization",
-                filter.organization_id.map(|id| id.as_str().to_owned()),
-            ),
-            (":user", filter.user_id.map(|id| id.as_str().to_owned())),
+        let mut parameters = vec![(":type", Some(filter.kind.as_str().to_owned()))];
+        // Only the links asked for, each compared with `=` alone: then SQLite finds the rows
+        // through the link's index rather than reading every document.
+        let links = [
+            ("organizationId", ":organization", filter.organization_id),
+            ("userId", ":user", filter.user_id),
         ];
+        for (field, parameter, value) in links {
+            if let Some(value) = value {
+                sql.push_str(&format!(
+                    " AND json_extract(document, '$.{field}') = {parameter}"
+                ));
+                parameters.push((parameter, Some(value.as_str().to_owned())));
+            }
+        }
+        sql.push_str(" ORDER BY id");
         self.scan(sql, parameters, |row| {
             parse_document(&row.get::<_, String>(0).map_err(classify)?)
         })
+    }
+
+    /// On the store's own connection, as a read: a cascade (asked on every user delete) would
+    /// otherwise open a connection, read the schema and scan every row on a thread of its own.
+    async fn memberships_of(&self, parent: &ItemRef) -> Result<Vec<ItemId>, StoreError> {
+        let sql = match parent.kind {
+            Kind::Organization => MEMBERSHIPS_OF_ORGANIZATION,
+            Kind::User => MEMBERSHIPS_OF_USER,
+            Kind::Membership => return Ok(Vec::new()),
+        };
+        let parent = parent.id.clone();
+        self.blocking(move |inner| {
+            let connection = inner.connection();
+            let mut statement = connection.prepare_cached(sql).map_err(classify)?;
+            let parameters = rusqlite::named_params! {
+                ":parent": parent.as_str(),
+                ":type": Kind::Membership.as_str(),
+                ":now": now_ms(),
+            };
+            let ids = statement
+                .query_map(parameters, |row| row.get::<_, String>(0))
+                .map_err(classify)?;
+            let mut memberships = Vec::new();
+            for id in ids {
+                // An id that is not a Clerk id was written by something else: not a membership.
+                if let Ok(id) = ItemId::parse(&id.map_err(classify)?) {
+                    memberships.push(id);
+                }
+            }
+            Ok(memberships)
+        })
+        .await
     }
 
     fn states(&self) -> Items<'_, (String, State)> {

@@ -11,11 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::TryStreamExt;
 use futures::stream::BoxStream;
+use serde_json::Value;
 
 use crate::config::StoreSettings;
 use crate::document::{Document, State};
-use crate::item::{ItemId, Kind};
+use crate::item::{ItemId, ItemRef, Kind};
 
 pub mod cosmos;
 pub mod local;
@@ -127,6 +129,28 @@ pub trait Store: Send + Sync + 'static {
     /// The live documents `filter` selects (tombstones left out), streamed in no particular
     /// order: memory does not grow with their number.
     fn list(&self, filter: ListFilter) -> Items<'_, Document>;
+
+    /// The ids of the live memberships of `parent` (an organization or a user; none for a
+    /// membership): what deleting it cascades to. One parent's memberships are few, so they come
+    /// back at once. Asked on every organization and user delete, so a store may answer it more
+    /// cheaply than this listing does.
+    async fn memberships_of(&self, parent: &ItemRef) -> Result<Vec<ItemId>, StoreError> {
+        let mut filter = ListFilter::all(Kind::Membership);
+        match parent.kind {
+            Kind::Organization => filter.organization_id = Some(parent.id.clone()),
+            Kind::User => filter.user_id = Some(parent.id.clone()),
+            Kind::Membership => return Ok(Vec::new()),
+        }
+        self.list(filter)
+            .try_filter_map(|document| async move {
+                Ok(document
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .and_then(|id| ItemId::parse(id).ok()))
+            })
+            .try_collect()
+            .await
+    }
 
     /// Every item's id and state, tombstones included, streamed: what reconcile compares with
     /// Clerk.
