@@ -46,6 +46,22 @@ CREATE INDEX IF NOT EXISTS items_user ON items (json_extract(document, '$.userId
 /// A row is live while it has no expiry or its expiry is still ahead.
 const LIVE: &str = "(expires_at IS NULL OR expires_at > :now)";
 
+// The statements of every delivery, prepared once per connection (`prepare_cached`): compiling
+// one costs about as much as running it.
+const READ: &str = "SELECT document, version FROM items
+     WHERE id = :id AND (expires_at IS NULL OR expires_at > :now)";
+/// Takes the place of nothing, or of an expired item not yet purged.
+const CREATE: &str = "INSERT INTO items (id, document, version, is_user, expires_at)
+     VALUES (?1, ?2, random(), ?3, ?4)
+     ON CONFLICT (id) DO UPDATE SET
+         document = excluded.document, version = excluded.version,
+         is_user = excluded.is_user, expires_at = excluded.expires_at
+     WHERE items.expires_at IS NOT NULL AND items.expires_at <= ?5";
+const REPLACE: &str = "UPDATE items SET document = ?1, version = random(), is_user = ?2,
+         expires_at = ?3
+     WHERE id = ?4 AND version = ?5
+       AND (expires_at IS NULL OR expires_at > ?6)";
+
 /// The live memberships of an organization, and of a user: each found through its index (the
 /// link compared with `=` alone, so that SQLite can use the partial index), ids only.
 const MEMBERSHIPS_OF_ORGANIZATION: &str = "SELECT id FROM items
@@ -200,14 +216,17 @@ impl Store for LocalStore {
         let id = id.clone();
         let stored = self
             .blocking(move |inner| {
-                let row: Option<(String, i64)> = inner
-                    .connection()
-                    .query_row(
-                        &format!("SELECT document, version FROM items WHERE id = :id AND {LIVE}"),
-                        rusqlite::named_params! {":id": id.as_str(), ":now": now_ms()},
-                        |row| Ok((row.get(0)?, row.get(1)?)),
-                    )
-                    .optional()
+                let connection = inner.connection();
+                let row: Option<(String, i64)> = connection
+                    .prepare_cached(READ)
+                    .and_then(|mut statement| {
+                        statement
+                            .query_row(
+                                rusqlite::named_params! {":id": id.as_str(), ":now": now_ms()},
+                                |row| Ok((row.get(0)?, row.get(1)?)),
+                            )
+                            .optional()
+                    })
                     .map_err(classify)?;
                 row.map(|(json, version)| {
                     Ok(Stored {
@@ -242,27 +261,23 @@ impl Store for LocalStore {
             let expires_at = ttl_ms.map(|ttl| now.saturating_add(ttl));
             let connection = inner.connection();
             let changed = match condition {
-                // Takes the place of nothing, or of an expired item not yet purged.
-                Condition::Absent => connection.execute(
-                    "INSERT INTO items (id, document, version, is_user, expires_at)
-                     VALUES (?1, ?2, random(), ?3, ?4)
-                     ON CONFLICT (id) DO UPDATE SET
-                         document = excluded.document, version = excluded.version,
-                         is_user = excluded.is_user, expires_at = excluded.expires_at
-                     WHERE items.expires_at IS NOT NULL AND items.expires_at <= ?5",
-                    params![id.as_str(), json, is_user, expires_at, now],
-                ),
+                Condition::Absent => connection.prepare_cached(CREATE).and_then(|mut create| {
+                    create.execute(params![id.as_str(), json, is_user, expires_at, now])
+                }),
                 Condition::Matches(ETag(etag)) => {
                     let Ok(version) = etag.parse::<i64>() else {
                         return Err(StoreError::ConditionFailed);
                     };
-                    connection.execute(
-                        "UPDATE items SET document = ?1, version = random(), is_user = ?2,
-                             expires_at = ?3
-                         WHERE id = ?4 AND version = ?5
-                           AND (expires_at IS NULL OR expires_at > ?6)",
-                        params![json, is_user, expires_at, id.as_str(), version, now],
-                    )
+                    connection.prepare_cached(REPLACE).and_then(|mut replace| {
+                        replace.execute(params![
+                            json,
+                            is_user,
+                            expires_at,
+                            id.as_str(),
+                            version,
+                            now
+                        ])
+                    })
                 }
             }
             .map_err(classify)?;
