@@ -69,7 +69,8 @@ fn main() {
             not_ok,
             wall_s,
             cpu_ns: cost::process_cpu_ns(0) - cpu_before,
-            peak_rss_kib: cost::peak_rss_kib("self"),
+            peak_rss_kib: cost::status_kib("self", "VmHWM"),
+            rss_anon_kib: cost::status_kib("self", "RssAnon"),
             driver_cpu_ns: 0,
             phase_cpu_ns,
         }

@@ -85,7 +85,8 @@ fn main() {
             not_ok,
             wall_s,
             cpu_ns: cost::process_cpu_ns(pid) - cpu_before,
-            peak_rss_kib: cost::peak_rss_kib(&pid.to_string()),
+            peak_rss_kib: cost::status_kib(&pid.to_string(), "VmHWM"),
+            rss_anon_kib: cost::status_kib(&pid.to_string(), "RssAnon"),
             driver_cpu_ns: cost::process_cpu_ns(0) - driver_before,
             phase_cpu_ns,
         }

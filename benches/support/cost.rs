@@ -75,14 +75,15 @@ pub fn process_cpu_ns(pid: i32) -> u64 {
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
-/// The peak resident set (`VmHWM`) of process `pid` (`self` for this one), in KiB.
-pub fn peak_rss_kib(pid: &str) -> u64 {
+/// A `kB` line of `/proc/<pid>/status` (`pid` may be `self`), in KiB: `VmHWM` (the peak
+/// resident set), `RssAnon` (its heap and stacks now), ...
+pub fn status_kib(pid: &str, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("a VmHWM line")
+        .unwrap_or_else(|| panic!("a {field} line"))
 }
 
 /// One round's figures, printed as one line that `scripts/compare-delivery-cost` reads.
@@ -92,6 +93,9 @@ pub struct Figures {
     pub wall_s: f64,
     pub cpu_ns: u64,
     pub peak_rss_kib: u64,
+    /// The anonymous part of the resident set at the end (heap, stacks): unlike the part
+    /// mapped from the binary, it does not depend on how much of the file the page cache holds.
+    pub rss_anon_kib: u64,
     /// The load generator's own CPU over the same time, so that it can be seen not to be the
     /// bottleneck (in-process: the signing is done before the clock starts; this is zero).
     pub driver_cpu_ns: u64,
@@ -105,13 +109,14 @@ impl Figures {
         let per_phase = |ns: u64| ns as f64 / 1000.0 / USERS as f64;
         println!(
             "RESULT label={label} deliveries={} not_ok={} cpu_us_per_delivery={:.1} \
-             deliveries_per_s={:.0} peak_rss_mib={:.1} driver_cpu_us_per_delivery={:.1} wall_s={:.3} \
+             deliveries_per_s={:.0} peak_rss_mib={:.1} rss_anon_mib={:.1} driver_cpu_us_per_delivery={:.1} wall_s={:.3} \
              create_cpu_us={:.1} update_cpu_us={:.1} delete_cpu_us={:.1}",
             self.deliveries,
             self.not_ok,
             per(self.cpu_ns),
             self.deliveries as f64 / self.wall_s,
             self.peak_rss_kib as f64 / 1024.0,
+            self.rss_anon_kib as f64 / 1024.0,
             per(self.driver_cpu_ns),
             self.wall_s,
             per_phase(self.phase_cpu_ns[0]),
