@@ -4,14 +4,16 @@
 //! fsynced transaction (a crash never leaves half a user), conditional writes are one statement,
 //! and WAL lets `handler users get/list` read from another process while the server writes.
 
+use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row, params};
 use serde_json::Value;
+use tokio::sync::oneshot;
 
 use super::{Condition, ETag, Items, ListFilter, RequestCharge, Store, StoreError, Stored};
 use crate::document::{self, Document, State};
@@ -75,8 +77,12 @@ const MEMBERSHIPS_OF_USER: &str = "SELECT id FROM items
        AND (expires_at IS NULL OR expires_at > :now)
      ORDER BY id";
 
+/// Work for the store's thread: it runs there with the connection, and sends its own result.
+type Job = Box<dyn FnOnce(&Inner) + Send>;
+
 pub struct LocalStore {
-    inner: Arc<Inner>,
+    /// The store's own thread, which makes every read and write on the one connection in turn.
+    jobs: mpsc::Sender<Job>,
     /// Scans open their own read-only connection here, so that a long listing never holds the
     /// lock writes wait on.
     path: PathBuf,
@@ -112,8 +118,22 @@ impl LocalStore {
             connection: Mutex::new(connection),
             last_purge: Mutex::new(None),
         };
+        // One thread rather than a blocking task per statement: the statements wait on one
+        // connection anyway, and a thread per waiting delivery cost more CPU (contended wake-ups)
+        // and memory (stacks, allocator arenas) than the work itself. It ends with the store.
+        let (jobs, queue) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("local-store".into())
+            .spawn(move || {
+                for job in queue {
+                    // A panicking job drops its answer, which its caller reports; the thread
+                    // and the connection carry on (see `Inner::connection`).
+                    let _ = panic::catch_unwind(AssertUnwindSafe(|| job(&inner)));
+                }
+            })
+            .map_err(|e| StoreError::unavailable(format!("cannot start the local store: {e}")))?;
         Ok(Self {
-            inner: Arc::new(inner),
+            jobs,
             path: path.to_owned(),
         })
     }
@@ -161,15 +181,18 @@ impl LocalStore {
         .boxed()
     }
 
-    /// Runs blocking SQLite work off the async threads.
+    /// Runs blocking SQLite work off the async threads, on the store's thread.
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || work(&inner))
-            .await
-            .map_err(|e| StoreError::Rejected(format!("local store task failed: {e}")))?
+        let (answer, answered) = oneshot::channel();
+        let job: Job = Box::new(move |inner| {
+            let _ = answer.send(work(inner));
+        });
+        let failed = || StoreError::Rejected("local store task failed".into());
+        self.jobs.send(job).map_err(|_| failed())?;
+        answered.await.map_err(|_| failed())?
     }
 }
 
