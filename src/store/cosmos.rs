@@ -25,7 +25,7 @@ use serde_json::Value;
 use self::connection::{Connection, OPERATION_TIMEOUT, Target};
 use crate::config::{CosmosAuth, CosmosSettings};
 use crate::document::{self, Document, State};
-use crate::item::ItemId;
+use crate::item::{ItemId, ItemRef, Kind};
 use crate::store::{Condition, ETag, Items, ListFilter, RequestCharge, Store, StoreError, Stored};
 
 /// How long a delivery waits for the client to finish connecting before it answers 503.
@@ -191,6 +191,25 @@ impl Store for CosmosStore {
         self.query(query)
             .map_ok(|item: Document| without_system_properties(item).0)
             .boxed()
+    }
+
+    /// Ids only (`SELECT VALUE c.id`): the cascade needs no more, and every user delete asks.
+    async fn memberships_of(&self, parent: &ItemRef) -> Result<Vec<ItemId>, StoreError> {
+        let link = match parent.kind {
+            Kind::Organization => "organizationId",
+            Kind::User => "userId",
+            Kind::Membership => return Ok(Vec::new()),
+        };
+        let query = Query::from(format!(
+            "SELECT VALUE c.id FROM c WHERE c.{link} = @parent AND c.type = @type"
+        ))
+        .with_parameter("@parent", parent.id.as_str())
+        .and_then(|query| query.with_parameter("@type", Kind::Membership.as_str()));
+        self.query::<String>(query)
+            // An id that is not a Clerk id was written by something else: not a membership.
+            .try_filter_map(|id| async move { Ok(ItemId::parse(&id).ok()) })
+            .try_collect()
+            .await
     }
 
     fn states(&self) -> Items<'_, (String, State)> {
