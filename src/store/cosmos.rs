@@ -28,7 +28,7 @@ use crate::store::{
     StoreError, Stored,
 };
 use crate::sync::document::{self, Document, State};
-use crate::sync::item::ItemId;
+use crate::sync::item::{ItemId, ItemRef, Kind};
 
 /// How long a delivery waits for the client to finish connecting before it answers 503.
 const CONNECT_WAIT: Duration = Duration::from_secs(4);
@@ -196,6 +196,25 @@ impl Store for CosmosStore {
         self.query(query)
             .map_ok(|item: Document| without_system_properties(item).0)
             .boxed()
+    }
+
+    /// Ids only (`SELECT VALUE c.id`): the cascade needs no more, and every user delete asks.
+    async fn memberships_of(&self, parent: &ItemRef) -> Result<Vec<ItemId>, StoreError> {
+        let link = match parent.kind {
+            Kind::Organization => "organizationId",
+            Kind::User => "userId",
+            Kind::Membership => return Ok(Vec::new()),
+        };
+        let query = Query::from(format!(
+            "SELECT VALUE c.id FROM c WHERE c.{link} = @parent AND c.type = @type"
+        ))
+        .with_parameter("@parent", parent.id.as_str())
+        .and_then(|query| query.with_parameter("@type", Kind::Membership.as_str()));
+        self.query::<String>(query)
+            // An id that is not a Clerk id was written by something else: not a membership.
+            .try_filter_map(|id| async move { Ok(ItemId::parse(&id).ok()) })
+            .try_collect()
+            .await
     }
 
     fn states(&self) -> Items<'_, (String, State)> {

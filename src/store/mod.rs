@@ -17,7 +17,7 @@ use futures::stream::BoxStream;
 
 use crate::secret::Secret;
 use crate::sync::document::{Document, State};
-use crate::sync::item::{ItemId, Kind};
+use crate::sync::item::{ItemId, ItemRef, Kind};
 
 pub mod cosmos;
 pub mod local;
@@ -157,6 +157,12 @@ pub trait Store: Send + Sync + 'static {
     /// The live documents `filter` selects (tombstones left out), streamed in no particular
     /// order: memory does not grow with their number.
     fn list(&self, filter: ListFilter) -> Items<'_, Document>;
+
+    /// The ids of the live memberships of `parent` (an organization or a user; none for a
+    /// membership): what deleting it cascades to. One parent's memberships are few, so they come
+    /// back at once. Asked on every organization and user delete, so each store answers it as
+    /// cheaply as it can: ids only, through the link's index.
+    async fn memberships_of(&self, parent: &ItemRef) -> Result<Vec<ItemId>, StoreError>;
 
     /// Every item's id and state, tombstones included, streamed: what reconcile compares with
     /// Clerk.

@@ -4,17 +4,16 @@
 //! (the stored item, a membership's parents, Clerk's word on an old event) and carries it out. A
 //! deleted organization or user cascades to its memberships.
 
-use futures::TryStreamExt;
 use time::OffsetDateTime;
 
-use crate::store::{Condition, ListFilter, RequestCharge, Store, StoreError};
+use crate::store::{Condition, RequestCharge, Store, StoreError};
 use crate::sync::decide::{
     self, Change, Confirmation, Context, Decision, Facts, KindConflict, Outcome, Parents,
     SkipReason,
 };
 use crate::sync::document::{self, Source};
 use crate::sync::guard::{Guard, GuardError};
-use crate::sync::item::{ItemId, ItemRef, Kind};
+use crate::sync::item::{ItemRef, Kind};
 
 /// Each failed condition means another writer for the same item committed, so the state is
 /// moving towards the newest event; a few rounds settle even a burst of concurrent deliveries.
@@ -202,26 +201,12 @@ impl Applier<'_> {
 
     /// Tombstones every live membership of a deleted organization or user.
     async fn cascade(&self, parent: &ItemRef, tally: &mut Tally) -> Result<u32, ApplyError> {
-        let mut filter = ListFilter::all(Kind::Membership);
-        match parent.kind {
-            Kind::Organization => filter.organization_id = Some(parent.id.clone()),
-            Kind::User => filter.user_id = Some(parent.id.clone()),
-            Kind::Membership => return Ok(0),
+        if parent.kind == Kind::Membership {
+            return Ok(0);
         }
         // Collected first: one parent's memberships are few, and writing while a scan is open
         // would keep the scan's snapshot (or page) alive across every write.
-        let memberships: Vec<ItemId> = self
-            .store
-            .list(filter)
-            .map_ok(|document| {
-                document
-                    .get("id")
-                    .and_then(|id| id.as_str())
-                    .map(ItemId::parse)
-            })
-            .try_filter_map(|id| async move { Ok(id.and_then(Result::ok)) })
-            .try_collect()
-            .await?;
+        let memberships = self.store.memberships_of(parent).await?;
         tally.round_trips += 1;
         let mut cascaded = 0;
         for id in memberships {

@@ -40,6 +40,7 @@ macro_rules! store_contract_tests {
             random_histories_delivered_concurrently_end_in_the_newest_state,
             organizations_and_memberships_follow_the_sync_rules,
             memberships_are_listed_by_organization_and_by_user,
+            memberships_of_names_the_live_memberships_of_a_parent,
             deleting_an_organization_or_a_user_tombstones_its_memberships,
             an_interrupted_cascade_is_finished_by_the_redelivery,
             an_event_for_an_id_holding_another_kind_changes_nothing,
@@ -669,6 +670,53 @@ pub async fn memberships_are_listed_by_organization_and_by_user(store: Arc<dyn S
     assert_eq!(organizations[0]["id"], "org_l1");
 }
 
+pub async fn memberships_of_names_the_live_memberships_of_a_parent(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    for (n, (membership, org, user)) in [
+        ("orgmem_p1", "org_p1", "user_p1"),
+        ("orgmem_p2", "org_p1", "user_p2"),
+        ("orgmem_p3", "org_p2", "user_p1"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let event = membership_event("organizationMembership.created", membership, org, user, 1);
+        apply_event(s, &format!("msg_{n}"), &event).await.unwrap();
+    }
+    let of = |kind, raw: &str| ItemRef { kind, id: id(raw) };
+    let names = |parent: ItemRef| async move {
+        let mut ids: Vec<String> = s
+            .memberships_of(&parent)
+            .await
+            .unwrap()
+            .iter()
+            .map(|id| id.as_str().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(
+        names(of(Kind::Organization, "org_p1")).await,
+        ["orgmem_p1", "orgmem_p2"]
+    );
+    assert_eq!(
+        names(of(Kind::User, "user_p1")).await,
+        ["orgmem_p1", "orgmem_p3"]
+    );
+    assert!(names(of(Kind::User, "user_none")).await.is_empty());
+    assert!(names(of(Kind::Membership, "orgmem_p1")).await.is_empty());
+    // A tombstoned membership is no longer one of them.
+    let deleted = membership_event(
+        "organizationMembership.deleted",
+        "orgmem_p2",
+        "org_p1",
+        "user_p2",
+        2,
+    );
+    apply_event(s, "msg_d", &deleted).await.unwrap();
+    assert_eq!(names(of(Kind::Organization, "org_p1")).await, ["orgmem_p1"]);
+}
+
 pub async fn deleting_an_organization_or_a_user_tombstones_its_memberships(store: Arc<dyn Store>) {
     let s = store.as_ref();
     for (n, (membership, org, user)) in [
@@ -848,6 +896,10 @@ impl Store for OrganizationDeletedMeanwhile {
         ids: &[ItemId],
     ) -> Result<(Vec<(String, State)>, handler::store::RequestCharge), StoreError> {
         self.inner.states_of(ids).await
+    }
+
+    async fn memberships_of(&self, parent: &ItemRef) -> Result<Vec<ItemId>, StoreError> {
+        self.inner.memberships_of(parent).await
     }
 }
 
