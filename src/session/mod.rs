@@ -307,8 +307,6 @@ pub(crate) mod tests {
     use aws_lc_rs::encoding::AsDer;
     use aws_lc_rs::rsa::{KeyPair, KeySize};
     use aws_lc_rs::signature::KeyPair as _;
-    use base64::Engine;
-    use base64::engine::general_purpose::STANDARD;
     use jsonwebtoken::{EncodingKey, Header};
     use serde_json::{Value, json};
 
@@ -322,17 +320,10 @@ pub(crate) mod tests {
         pub(crate) public_pem: String,
     }
 
+    /// PEM as Clerk's dashboard shows it: the `pem` crate's encoder, with LF line endings.
     fn pem_block(label: &str, der: &[u8]) -> String {
-        let base64 = STANDARD.encode(der);
-        let lines: Vec<&str> = base64
-            .as_bytes()
-            .chunks(64)
-            .map(|line| std::str::from_utf8(line).unwrap())
-            .collect();
-        format!(
-            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-            lines.join("\n")
-        )
+        let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+        pem::encode_config(&pem::Pem::new(label, der), config)
     }
 
     /// A throwaway RSA key, made once per test run; no private key lives in the repository.

@@ -1,8 +1,6 @@
 //! What needs the built binary serving as a process: startup refusals, the Functions host's port
 //! variable, the log lines on stdout and stderr, SIGTERM. (The command line is `commands`.)
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Stdio;
 
 use handler::config::DEFAULT_PORT;
@@ -13,10 +11,7 @@ use crate::handler_process::{HandlerProcess, handler_command, wait_bounded};
 use crate::helpers::{
     SECRET, T0, applied, clerk_event, clerk_user, header, key_of, signed, user_changed,
 };
-use crate::raw_http::{
-    Framing, PATIENCE, parse_response, raw_post, read_until_closed, request_head,
-    wait_until_refused,
-};
+use crate::raw_http::{DeliveryInFlight, Framing, parse_response, raw_post};
 
 // ---------------------------------------------------------------------------------------------
 // Startup
@@ -364,28 +359,11 @@ fn delivery_logs_are_json_lines_without_personal_data_or_secrets() {
 fn sigterm_lets_the_delivery_in_flight_finish() {
     let mut handler = HandlerProcess::start_blocking(&[], &[]);
     let (headers, body) = signed(SECRET, &user_changed("user.created", "user_inflight", T0));
-    let (first_half, second_half) = body.split_at(body.len() / 2);
-
-    let mut stream = TcpStream::connect(&handler.address).unwrap();
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    let head = request_head(
-        &headers,
-        &format!("content-length: {}\r\nexpect: 100-continue\r\n", body.len()),
-    );
-    stream.write_all(&head).unwrap();
-    // hyper says 100 Continue when the handler starts reading the body: the delivery is now in
-    // flight inside the handler, not merely queued in the kernel.
-    let continue_line = b"HTTP/1.1 100 Continue\r\n\r\n";
-    let mut received = vec![0; continue_line.len()];
-    stream.read_exact(&mut received).unwrap();
-    assert_eq!(received, continue_line);
-    stream.write_all(first_half).unwrap();
+    let delivery = DeliveryInFlight::begin(&handler.address, &headers, &body);
 
     handler.terminate();
     // The listener closes once shutdown has begun; only then does the rest of the body arrive.
-    wait_until_refused(&handler.address);
-    stream.write_all(second_half).unwrap();
-    let response = parse_response(&read_until_closed(&mut stream));
+    let response = delivery.finish_after_listener_closed(&handler.address);
     assert_eq!((response.status, response.body), applied());
 
     let output = handler.wait();

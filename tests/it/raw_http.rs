@@ -126,3 +126,41 @@ pub fn wait_until_refused(address: &str) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A webhook delivery the handler has begun to read: it answered `100 Continue` and has half the
+/// body, so the delivery is in flight inside the handler, not merely queued in the kernel.
+pub struct DeliveryInFlight {
+    stream: TcpStream,
+    rest: Vec<u8>,
+}
+
+impl DeliveryInFlight {
+    pub fn begin(address: &str, headers: &[(String, String)], body: &[u8]) -> Self {
+        let (first_half, second_half) = body.split_at(body.len() / 2);
+        let mut stream = TcpStream::connect(address).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let head = request_head(
+            headers,
+            &format!("content-length: {}\r\nexpect: 100-continue\r\n", body.len()),
+        );
+        stream.write_all(&head).unwrap();
+        // hyper says 100 Continue when the handler starts reading the body.
+        let continue_line = b"HTTP/1.1 100 Continue\r\n\r\n";
+        let mut received = vec![0; continue_line.len()];
+        stream.read_exact(&mut received).unwrap();
+        assert_eq!(received, continue_line);
+        stream.write_all(first_half).unwrap();
+        Self {
+            stream,
+            rest: second_half.to_vec(),
+        }
+    }
+
+    /// Once the listener on `address` is closed (shutdown has begun), sends the rest of the body
+    /// and reads the answer.
+    pub fn finish_after_listener_closed(mut self, address: &str) -> RawResponse {
+        wait_until_refused(address);
+        self.stream.write_all(&self.rest).unwrap();
+        parse_response(&read_until_closed(&mut self.stream))
+    }
+}

@@ -2,19 +2,13 @@
 //! function key's query string, settings left empty, a store that cannot be written, and a
 //! graceful shutdown.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-
 use serde_json::Value;
 
 use crate::helpers::{
     SECRET, T0, applied, assert_error_body, header, now, signed, spawn_app, svix_headers,
     user_changed,
 };
-use crate::raw_http::{
-    Framing, PATIENCE, WEBHOOK, get_root, parse_response, raw_post, read_until_closed,
-    request_head, wait_until_refused,
-};
+use crate::raw_http::{DeliveryInFlight, Framing, WEBHOOK, get_root, parse_response, raw_post};
 
 #[tokio::test]
 async fn readiness_and_other_routes_answer_with_json() {
@@ -136,28 +130,11 @@ async fn shutting_down_lets_the_delivery_in_flight_finish() {
     let mut app = spawn_app(&[]).await;
     let address = app.address.to_string();
     let (headers, body) = signed(SECRET, &user_changed("user.created", "user_inflight", T0));
-    let (first_half, second_half) = body.split_at(body.len() / 2);
-
-    let mut stream = TcpStream::connect(&address).unwrap();
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    let head = request_head(
-        &headers,
-        &format!("content-length: {}\r\nexpect: 100-continue\r\n", body.len()),
-    );
-    stream.write_all(&head).unwrap();
-    // hyper says 100 Continue when the handler starts reading the body: the delivery is now in
-    // flight inside the handler, not merely queued in the kernel.
-    let continue_line = b"HTTP/1.1 100 Continue\r\n\r\n";
-    let mut received = vec![0; continue_line.len()];
-    stream.read_exact(&mut received).unwrap();
-    assert_eq!(received, continue_line);
-    stream.write_all(first_half).unwrap();
+    let delivery = DeliveryInFlight::begin(&address, &headers, &body);
 
     app.shut_down();
     // The listener closes once shutdown has begun; only then does the rest of the body arrive.
-    wait_until_refused(&address);
-    stream.write_all(second_half).unwrap();
-    let response = parse_response(&read_until_closed(&mut stream));
+    let response = delivery.finish_after_listener_closed(&address);
     assert_eq!((response.status, response.body), applied());
 
     app.stopped().await;
