@@ -19,13 +19,8 @@ Prints one line per check, then exactly "N passed, M failed".
 """
 
 import json
-import os
 import re
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -36,28 +31,17 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from cross_check import PATIENCE, Checks, Handler, binary_from_arguments
+
 SIGNING_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 CLERK_SECRET_KEY = "sk_test_session_cross_check"
 PARTY = "https://app.example.com"
 ISSUER = "https://clerk.example.com"
 KID = "ins_pyjwt_cross_check"
 T0 = 1_700_000_000_000
-# A bound on what takes milliseconds, so that a hang fails instead of blocking CI.
-PATIENCE = 20.0
 INVALID_TOKEN = 'Bearer error="invalid_token"'
 
-passed = 0
-failed = 0
-
-
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"ok    {name}")
-    else:
-        failed += 1
-        print(f"FAIL  {name}: {detail}")
+check = Checks()
 
 
 def clerk_user(user_id):
@@ -149,47 +133,11 @@ def errors(code, message):
             "clerk_trace_id": "trace_cross_check"}
 
 
-class Handler:
-    """The built binary, serving on a free port with its own embedded store."""
+class SessionHandler(Handler):
+    """The built binary with SyncMe configured by `session_env`."""
 
-    def __init__(self, binary, extra_env):
-        self.dir = tempfile.TemporaryDirectory()
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        self.binary = binary
-        self.env = {
-            "PATH": os.environ.get("PATH", ""),
-            "CLERK_WEBHOOK_SIGNING_SECRET": SIGNING_SECRET,
-            "LOCAL_STORE_PATH": os.path.join(self.dir.name, "users.sqlite3"),
-            "FUNCTIONS_CUSTOMHANDLER_PORT": str(port),
-            "RUST_LOG": "warn",
-            **extra_env,
-        }
-        # A file, not a pipe nobody reads while it runs: what startup said, should it fail.
-        self.stderr = open(os.path.join(self.dir.name, "stderr"), "w+b")
-        self.process = subprocess.Popen(
-            [binary], env=self.env, stdout=subprocess.DEVNULL, stderr=self.stderr
-        )
-        deadline = time.monotonic() + PATIENCE
-        while True:
-            try:
-                with urllib.request.urlopen(self.url + "/", timeout=PATIENCE) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            if self.process.poll() is not None:
-                self.stderr.seek(0)
-                sys.exit(
-                    f"handler exited {self.process.returncode} before answering GET /: "
-                    f"{self.stderr.read().decode(errors='replace')}"
-                )
-            if time.monotonic() > deadline:
-                self.stop()
-                sys.exit("handler never answered GET /")
-            time.sleep(0.02)
+    def __init__(self, binary, session_env):
+        super().__init__(binary, SIGNING_SECRET, session_env)
 
     def sync(self, token):
         """(status, WWW-Authenticate, JSON body) of `POST /api/me/sync` with `token`."""
@@ -208,16 +156,6 @@ class Handler:
             return error.code, error.headers.get("www-authenticate"), json.loads(
                 error.read() or b"null"
             )
-
-    def stop(self):
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=PATIENCE)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.stderr.close()
-        self.dir.cleanup()
-        return self.process.returncode
 
 
 def session_claims(user_id, **changes):
@@ -254,8 +192,7 @@ def header_of(token):
 
 
 def main():
-    default = os.environ.get("HANDLER_BIN", "target/debug/handler")
-    binary = sys.argv[1] if len(sys.argv) > 1 else default
+    binary = binary_from_arguments()
 
     private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     public_pem = private_key.public_key().public_bytes(
@@ -294,7 +231,7 @@ def main():
     check("PyJWT wrote typ at+jwt", header_of(refusals[1][1]).get("typ") == "at+jwt",
           header_of(refusals[1][1]))
 
-    handler = Handler(binary, session_env)
+    handler = SessionHandler(binary, session_env)
     try:
         for name, token in refusals:
             status, challenge, body = handler.sync(token)
@@ -338,7 +275,7 @@ def main():
         code = handler.stop()
     check("exits 0 on SIGTERM", code == 0, code)
 
-    handler = Handler(binary, {**session_env, "CLERK_ALLOW_PENDING_SESSIONS": "true"})
+    handler = SessionHandler(binary, {**session_env, "CLERK_ALLOW_PENDING_SESSIONS": "true"})
     try:
         token = sign(private_pem, session_claims("user_2pyjwtpending", sts="pending"))
         status, challenge, body = handler.sync(token)
@@ -357,8 +294,7 @@ def main():
     check("exits 0 on SIGTERM", code == 0, code)
     clerk.stop()
 
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return check.summary()
 
 
 if __name__ == "__main__":

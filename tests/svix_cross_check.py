@@ -14,17 +14,15 @@ Needs: pip install svix.  Prints one line per check, then exactly "N passed, M f
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
 
 from svix.webhooks import Webhook
+
+from cross_check import PATIENCE, Checks, Handler, binary_from_arguments
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 # Configured alongside SECRET, as during a rotation.
@@ -32,25 +30,8 @@ ROTATED_SECRET = "whsec_c2Vjb25kIHNlY3JldCBmb3Igcm90YXRpb24="
 # Valid, but configured nowhere.
 UNKNOWN_SECRET = "whsec_YSB0aGlyZCBzZWNyZXQsIG5ldmVyIGNvbmZpZ3VyZWQ="
 T0 = 1_700_000_000_000
-# A bound on what takes milliseconds, so that a hang fails instead of blocking CI.
-PATIENCE = 20.0
-
-passed = 0
-failed = 0
-
-
-# Set per run by main(): which signer the check lines are about.
-signer_name = ""
-
-
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"ok    [{signer_name}] {name}")
-    else:
-        failed += 1
-        print(f"FAIL  [{signer_name}] {name}: {detail}")
+# Each check line names the signer of the run (set by main()).
+check = Checks()
 
 
 def clerk_user(user_id, updated_at, first_name="Ada"):
@@ -158,38 +139,11 @@ def svix_headers(secret, body, mid=None, at=None, prefix="svix"):
     }
 
 
-class Handler:
+class WebhookHandler(Handler):
+    """The built binary with both secrets of a rotation configured."""
+
     def __init__(self, binary):
-        self.dir = tempfile.TemporaryDirectory()
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        self.binary = binary
-        self.env = {
-            "PATH": os.environ.get("PATH", ""),
-            "CLERK_WEBHOOK_SIGNING_SECRET": f"{SECRET}, {ROTATED_SECRET}",
-            "LOCAL_STORE_PATH": os.path.join(self.dir.name, "users.sqlite3"),
-            "FUNCTIONS_CUSTOMHANDLER_PORT": str(port),
-            "RUST_LOG": "warn",
-        }
-        self.process = subprocess.Popen(
-            [binary], env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + PATIENCE
-        while True:
-            try:
-                with urllib.request.urlopen(self.url + "/", timeout=PATIENCE) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            if self.process.poll() is not None:
-                sys.exit(f"handler exited {self.process.returncode} before answering GET /")
-            if time.monotonic() > deadline:
-                self.stop()
-                sys.exit("handler never answered GET /")
-            time.sleep(0.02)
+        super().__init__(binary, f"{SECRET}, {ROTATED_SECRET}")
 
     def post(self, headers, body):
         """(status, JSON body) of a delivery of the exact `body` bytes."""
@@ -233,15 +187,6 @@ class Handler:
             check=True,
         )
         return sorted(json.loads(line)["id"] for line in result.stdout.splitlines())
-
-    def stop(self):
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=PATIENCE)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.dir.cleanup()
-        return self.process.returncode
 
 
 def compact(value):
@@ -416,21 +361,19 @@ def run(handler):
 
 
 def main():
-    global sign, signer_name
-    default = os.environ.get("HANDLER_BIN", "target/debug/handler")
-    binary = sys.argv[1] if len(sys.argv) > 1 else default
+    global sign
+    binary = binary_from_arguments()
     signers = [("svix PyPI", python_sign)]
     if os.environ.get("SVIX_NODE_MODULES"):
         signers.append(("svix npm", node_sign))
-    for signer_name, sign in signers:
-        handler = Handler(binary)
+    for check.label, sign in signers:
+        handler = WebhookHandler(binary)
         try:
             run(handler)
         finally:
             code = handler.stop()
         check("exits 0 on SIGTERM", code == 0, code)
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return check.summary()
 
 
 if __name__ == "__main__":
