@@ -345,6 +345,25 @@ mod tests {
         }
     }
 
+    /// The tombstone of a `kind` that `decision` writes, skipping the change for `reason`.
+    fn tombstone(
+        decision: Result<Decision, KindConflict>,
+        reason: SkipReason,
+        kind: Kind,
+    ) -> Document {
+        match decision.unwrap() {
+            Decision::Write(document, outcome) => {
+                assert_eq!(outcome, Outcome::Skipped(reason));
+                assert_eq!(
+                    document::state(&document),
+                    State::Tombstone { of: Some(kind) }
+                );
+                document
+            }
+            other => panic!("expected a tombstone, got {other:?}"),
+        }
+    }
+
     fn plan_live(
         stored: Option<&Document>,
         change: Change<'_>,
@@ -495,17 +514,10 @@ mod tests {
         );
         // Whatever its version: its cascade missed it, and this event finishes the cascade.
         for version in [&member, &newer] {
-            let Ok(Decision::Write(document, outcome)) =
-                orphaned(Some(&stored), Change::Upsert(version))
-            else {
-                panic!("expected a tombstone")
-            };
-            assert_eq!(outcome, Outcome::Skipped(SkipReason::ParentDeleted));
-            assert_eq!(
-                document::state(&document),
-                State::Tombstone {
-                    of: Some(Kind::Membership)
-                }
+            let document = tombstone(
+                orphaned(Some(&stored), Change::Upsert(version)),
+                SkipReason::ParentDeleted,
+                Kind::Membership,
             );
             assert!(document.get("organizationId").is_none());
         }
@@ -549,20 +561,15 @@ mod tests {
             ),
             Ok(Decision::Write(_, Outcome::Applied))
         ));
-        let Ok(Decision::Write(tombstone, outcome)) = plan(
-            None,
-            Change::Upsert(&old),
-            answered(Confirmation::Gone),
-            context("m"),
-        ) else {
-            panic!("expected a tombstone")
-        };
-        assert_eq!(outcome, Outcome::Skipped(SkipReason::Deleted));
-        assert_eq!(
-            document::state(&tombstone),
-            State::Tombstone {
-                of: Some(Kind::User)
-            }
+        tombstone(
+            plan(
+                None,
+                Change::Upsert(&old),
+                answered(Confirmation::Gone),
+                context("m"),
+            ),
+            SkipReason::Deleted,
+            Kind::User,
         );
         // Deletes and parent-deleted memberships never need to ask.
         let id = item(Kind::User, "user_1");
